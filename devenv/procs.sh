@@ -1,0 +1,293 @@
+# Process management for devenv components (sourced after lib.sh).
+
+RUN="$DEVENV_DIR/run"
+LOGS="$DEVENV_DIR/logs"
+PKI="$DEVENV_DIR/pki"
+STATE="$DEVENV_DIR/state.env"
+
+# A port nobody listens on now; remembered in state.env so a restart of the
+# environment keeps its addresses.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+gen_secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+
+load_state() {
+  if [[ ! -f "$STATE" ]]; then
+    umask 077
+    {
+      for p in ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT MYSQL_PORT AMQP_PORT RABBIT_MGMT_PORT RABBIT_DIST_PORT MINIO_PORT MINIO_CONSOLE_PORT; do
+        echo "$p=$(free_port)"
+      done
+      echo "MYSQL_ADMIN_PASSWORD=$(gen_secret)"
+      echo "RABBITMQ_ADMIN_PASSWORD=$(gen_secret)"
+      echo "MINIO_SECRET_KEY=$(gen_secret)"
+      # Unique per checkout so two environments on one machine do not share
+      # an Erlang node name.
+      echo "RABBIT_NODE=devenv$(echo "$DEVENV_DIR" | cksum | cut -d' ' -f1)@localhost"
+    } > "$STATE"
+  fi
+  # shellcheck disable=SC1090
+  . "$STATE"
+}
+
+pid_of() { [[ -f "$RUN/$1.pid" ]] && cat "$RUN/$1.pid"; }
+is_running() { local p; p=$(pid_of "$1") && [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; }
+
+# wait_until SECONDS DESCRIPTION COMMAND... : poll COMMAND until it succeeds.
+wait_until() {
+  local timeout=$1 what=$2; shift 2
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    if (( $(date +%s) >= deadline )); then die "$what not ready after ${timeout}s"; fi
+    sleep 0.5
+  done
+}
+
+# spawn NAME COMMAND...: run detached, log to logs/NAME.log, record pid.
+spawn() {
+  local name=$1; shift
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/$name.pid"
+}
+
+stop_component() {
+  local c=$1 p
+  if ! is_running "$c"; then rm -f "$RUN/$c.pid"; return; fi
+  p=$(pid_of "$c")
+  if [[ "$c" == rabbitmq ]]; then
+    rabbit_env rabbitmqctl -n "$RABBIT_NODE" stop >/dev/null 2>&1 || true
+  fi
+  kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
+  local deadline=$(( $(date +%s) + 30 ))
+  while kill -0 "$p" 2>/dev/null && (( $(date +%s) < deadline )); do sleep 0.2; done
+  kill -KILL -- "-$p" 2>/dev/null || true
+  rm -f "$RUN/$c.pid"
+  log "$c: stopped"
+}
+
+# ---- Kubernetes ---------------------------------------------------------
+
+kube_bin() { echo "$CACHE_DIR/bin/kubernetes-$K8S_VERSION/$1"; }
+
+make_pki() {
+  [[ -f "$PKI/admin.crt" ]] && return
+  log "pki: generating CA, serving, admin and service-account keys"
+  (
+    cd "$PKI"; umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt -subj "/CN=devenv-ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1\n' > san.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile san.ext -out apiserver.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=devenv-admin" 2>/dev/null
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out admin.crt 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    rm -f ./*.csr san.ext
+  )
+}
+
+write_kubeconfig() {
+  local kc="$DEVENV_DIR/kubeconfig"
+  umask 077
+  cat > "$kc" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: devenv
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: devenv-admin
+  user:
+    client-certificate: $PKI/admin.crt
+    client-key: $PKI/admin.key
+contexts:
+- name: devenv
+  context: {cluster: devenv, user: devenv-admin}
+current-context: devenv
+KC
+}
+
+api_ready() {
+  curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$APISERVER_PORT/readyz" | grep -qx ok
+}
+
+start_etcd() {
+  mkdir -p "$DEVENV_DIR/etcd"
+  spawn etcd "$(bin_path etcd "$ETCD_VERSION")" --name devenv \
+    --data-dir "$DEVENV_DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "devenv=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
+  wait_until 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+start_kube_apiserver() {
+  make_pki; write_kubeconfig
+  spawn kube-apiserver "$(kube_bin kube-apiserver)" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --cert-dir "$PKI" --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+    --authorization-mode RBAC \
+    --service-account-issuer "https://127.0.0.1:$APISERVER_PORT/" \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --enable-priority-and-fairness=false \
+    --max-requests-inflight 2000 --max-mutating-requests-inflight 1000 \
+    --profiling=false -v=1
+  wait_until 120 kube-apiserver api_ready
+}
+
+start_kube_controller_manager() {
+  spawn kube-controller-manager "$(kube_bin kube-controller-manager)" \
+    --kubeconfig "$DEVENV_DIR/kubeconfig" --leader-elect=false \
+    --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+    --use-service-account-credentials=false \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+    --controllers namespace-controller,garbage-collector-controller,cronjob-controller,job-controller,resourcequota-controller,serviceaccount-controller,serviceaccount-token-controller \
+    --concurrent-namespace-syncs 10 --concurrent-gc-syncs 20 \
+    --kube-api-qps 200 --kube-api-burst 400 -v=1
+  wait_until 60 kube-controller-manager curl -skf "https://127.0.0.1:$KCM_PORT/healthz"
+}
+
+# ---- MariaDB ------------------------------------------------------------
+
+mysql_admin() {
+  mariadb --protocol=tcp -h127.0.0.1 -P"$MYSQL_PORT" -uadmin -p"$MYSQL_ADMIN_PASSWORD" "$@"
+}
+
+start_mariadb() {
+  command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || die "mariadb-server is not installed (run devenv/install-deps.sh)"
+  local d="$DEVENV_DIR/mariadb" fresh=0
+  if [[ ! -d "$d/data/mysql" ]]; then
+    mkdir -p "$d/data"
+    mariadb-install-db --datadir="$d/data" --user=root --auth-root-authentication-method=normal \
+      --skip-test-db >>"$LOGS/mariadb.log" 2>&1 || die "mariadb-install-db failed, see $LOGS/mariadb.log"
+    fresh=1
+  fi
+  spawn mariadb /usr/sbin/mariadbd --no-defaults --datadir="$d/data" --socket="$d/mysqld.sock" \
+    --pid-file="$d/mysqld.pid" --port="$MYSQL_PORT" --bind-address=127.0.0.1 --user=root \
+    --skip-name-resolve --max-connections=2000 --innodb-flush-log-at-trx-commit=2 \
+    --innodb-buffer-pool-size=256M --log-error="$LOGS/mariadb-error.log"
+  wait_until 60 mariadb mariadb-admin --no-defaults --socket="$d/mysqld.sock" -uroot ping
+  if (( fresh )); then
+    mariadb --no-defaults --socket="$d/mysqld.sock" -uroot <<SQL
+DELETE FROM mysql.global_priv WHERE User='';
+CREATE USER IF NOT EXISTS 'admin'@'%' IDENTIFIED BY '$MYSQL_ADMIN_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO 'admin'@'%' WITH GRANT OPTION;
+FLUSH PRIVILEGES;
+SQL
+  fi
+  wait_until 30 "mariadb admin login" mysql_admin -e 'SELECT 1'
+}
+
+# ---- RabbitMQ -----------------------------------------------------------
+
+# The Debian wrappers switch to the rabbitmq user with `su`, which keeps
+# these variables, so every rabbitmq command sees this node's files.
+rabbit_env() {
+  local d="$DEVENV_DIR/rabbitmq"
+  (
+    export RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log" \
+      RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_CONFIG_FILE="$d/rabbitmq" \
+      RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
+      RABBITMQ_PID_FILE="$d/rabbit.pid" RABBITMQ_DIST_PORT="$RABBIT_DIST_PORT" \
+      RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf"
+    "$@"
+  )
+}
+
+rabbit_mgmt_ready() {
+  curl -sf -u "admin:$RABBITMQ_ADMIN_PASSWORD" "http://127.0.0.1:$RABBIT_MGMT_PORT/api/overview"
+}
+
+start_rabbitmq() {
+  command -v rabbitmq-server >/dev/null || die "rabbitmq-server is not installed (run devenv/install-deps.sh)"
+  local d="$DEVENV_DIR/rabbitmq"
+  mkdir -p "$d/mnesia" "$d/log"
+  cat > "$d/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $RABBIT_MGMT_PORT
+loopback_users.guest = true
+# The operator opens and closes many short management sessions in tests.
+collect_statistics_interval = 5000
+CONF
+  echo '[rabbitmq_management].' > "$d/enabled_plugins"
+  : > "$d/rabbitmq-env.conf"
+  chown -R rabbitmq:rabbitmq "$d"
+  rabbit_env spawn rabbitmq rabbitmq-server
+  wait_until 90 rabbitmq rabbit_env rabbitmqctl -n "$RABBIT_NODE" await_startup
+  if ! rabbit_mgmt_ready >/dev/null 2>&1; then
+    rabbit_env rabbitmqctl -n "$RABBIT_NODE" add_user admin "$RABBITMQ_ADMIN_PASSWORD" >/dev/null 2>&1 \
+      || rabbit_env rabbitmqctl -n "$RABBIT_NODE" change_password admin "$RABBITMQ_ADMIN_PASSWORD" >/dev/null
+    rabbit_env rabbitmqctl -n "$RABBIT_NODE" set_user_tags admin administrator >/dev/null
+    rabbit_env rabbitmqctl -n "$RABBIT_NODE" set_permissions -p / admin '.*' '.*' '.*' >/dev/null
+  fi
+  wait_until 60 "rabbitmq management API" rabbit_mgmt_ready
+}
+
+# ---- MinIO --------------------------------------------------------------
+
+start_minio() {
+  mkdir -p "$DEVENV_DIR/minio/data"
+  MINIO_ROOT_USER=devenvadmin MINIO_ROOT_PASSWORD="$MINIO_SECRET_KEY" \
+  MINIO_BROWSER=off MINIO_UPDATE=off MINIO_CI_CD=1 \
+    spawn minio "$(bin_path minio "$MINIO_VERSION")" server "$DEVENV_DIR/minio/data" \
+      --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" --quiet
+  wait_until 60 minio curl -sf "http://127.0.0.1:$MINIO_PORT/minio/health/ready"
+}
+
+# ---- outputs ------------------------------------------------------------
+
+write_outputs() {
+  umask 077
+  cat > "$DEVENV_DIR/env" <<ENV
+# Generated by devenv/up.sh: source it to talk to the local platform.
+export PATH="$DEVENV_DIR/bin:\$PATH"
+export KUBECONFIG="$DEVENV_DIR/kubeconfig"
+export MYSQL_HOST=127.0.0.1
+export MYSQL_PORT=$MYSQL_PORT
+export MYSQL_ADMIN_USER=admin
+export MYSQL_ADMIN_PASSWORD='$MYSQL_ADMIN_PASSWORD'
+export RABBITMQ_MGMT_URL=http://127.0.0.1:$RABBIT_MGMT_PORT
+export RABBITMQ_AMQP_HOST=127.0.0.1
+export RABBITMQ_AMQP_PORT=$AMQP_PORT
+export RABBITMQ_ADMIN_USER=admin
+export RABBITMQ_ADMIN_PASSWORD='$RABBITMQ_ADMIN_PASSWORD'
+export MINIO_ENDPOINT=http://127.0.0.1:$MINIO_PORT
+export MINIO_ACCESS_KEY=devenvadmin
+export MINIO_SECRET_KEY='$MINIO_SECRET_KEY'
+ENV
+  cat > "$DEVENV_DIR/operator-config.yaml" <<CFG
+# Generated by devenv/up.sh: the operator's configuration for the local platform.
+namespacePrefix: tenant-
+mysql:
+  default: main
+  servers:
+    main:
+      host: 127.0.0.1
+      port: $MYSQL_PORT
+      adminUser: admin
+      adminPassword: '$MYSQL_ADMIN_PASSWORD'
+objectStorage:
+  backend: minio
+  endpoint: http://127.0.0.1:$MINIO_PORT
+  region: us-east-1
+  accessKey: devenvadmin
+  secretKey: '$MINIO_SECRET_KEY'
+rabbitmq:
+  managementUrl: http://127.0.0.1:$RABBIT_MGMT_PORT
+  amqpHost: 127.0.0.1
+  amqpPort: $AMQP_PORT
+  adminUser: admin
+  adminPassword: '$RABBITMQ_ADMIN_PASSWORD'
+CFG
+}

@@ -1,0 +1,3 @@
+from tenant_operator.cli import main
+
+raise SystemExit(main())

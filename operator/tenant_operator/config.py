@@ -1,0 +1,232 @@
+"""Operator configuration: a YAML file (Helm renders it into a Secret) plus
+`${VAR}` references resolved from the environment, so credentials can come
+from Secrets mounted as env vars instead of living in the file."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tenant_operator.durations import parse_duration
+from tenant_operator.errors import ConfigError
+from tenant_operator.tiers import DEFAULT_TIERS, TIER_NAMES, merge
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _duration(value, key: str) -> int:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def _expand(value, key: str):
+    if isinstance(value, str):
+        def repl(m):
+            name = m.group(1)
+            if name not in os.environ:
+                raise ConfigError(key, f"refers to ${{{name}}}, which is not set in the environment")
+            return os.environ[name]
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+@dataclass(frozen=True)
+class MySQLServer:
+    name: str
+    host: str
+    port: int = 3306
+    admin_user: str = "root"
+    admin_password: str = field(default="", repr=False)
+    # Host part of the tenant users' accounts ('%': any client host).
+    user_host: str = "%"
+    # Address given to tenants in their Secret (defaults to host).
+    public_host: str = ""
+
+    @property
+    def tenant_host(self) -> str:
+        return self.public_host or self.host
+
+
+@dataclass(frozen=True)
+class ObjectStorageConfig:
+    backend: str = "minio"          # minio | s3
+    endpoint: str = ""
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
+    public_endpoint: str = ""       # endpoint given to tenants (defaults to endpoint)
+
+    @property
+    def tenant_endpoint(self) -> str:
+        return self.public_endpoint or self.endpoint
+
+
+@dataclass(frozen=True)
+class RabbitMQConfig:
+    management_url: str = ""
+    amqp_host: str = ""
+    amqp_port: int = 5672
+    admin_user: str = ""
+    admin_password: str = field(default="", repr=False)
+    public_host: str = ""
+
+    @property
+    def tenant_host(self) -> str:
+        return self.public_host or self.amqp_host
+
+
+@dataclass(frozen=True)
+class SharedService:
+    """Egress the tenant namespaces may use: a namespace (by name) or a CIDR, and ports."""
+    ports: tuple[int, ...]
+    namespace: str = ""
+    cidr: str = ""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespace_prefix: str = "tenant-"
+    field_manager: str = "tenant-operator"
+    ingress_controller_namespace: str = "ingress-nginx"
+    shared_services: tuple[SharedService, ...] = ()
+    default_grace_period: int = 720 * 3600
+    drift_interval: float = 60.0            # seconds between drift checks of each tenant
+    backend_resync_interval: float = 600.0  # seconds between full backend checks when nothing changed
+    deletion_poll_interval: float = 60.0    # how often a terminating tenant re-checks its grace period
+    workers: int = 8                         # tenants reconciled in parallel
+    backup_image: str = "ghcr.io/tenancy-dev/tenant-operator:0.1.0"
+    backups_bucket_retention_days: int = 90
+    tiers: dict = field(default_factory=lambda: merge(DEFAULT_TIERS, {}))
+    mysql_servers: dict[str, MySQLServer] = field(default_factory=dict)
+    mysql_default: str = ""
+    object_storage: ObjectStorageConfig | None = None
+    rabbitmq: RabbitMQConfig | None = None
+
+    def mysql_server(self, name: str | None) -> MySQLServer:
+        key = name or self.mysql_default
+        if key not in self.mysql_servers:
+            known = ", ".join(sorted(self.mysql_servers)) or "none configured"
+            raise ConfigError("mysql.servers", f"no MySQL server named {key!r} (known: {known})")
+        return self.mysql_servers[key]
+
+
+def _int(raw: dict, key: str, default: int, path: str) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{path}{key}", f"must be an integer, got {value!r}")
+    return value
+
+
+def from_dict(raw: dict | None) -> OperatorConfig:
+    raw = _expand(dict(raw or {}), "")
+    kwargs: dict = {}
+    if "namespacePrefix" in raw:
+        prefix = str(raw["namespacePrefix"])
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,20})?", prefix):
+            raise ConfigError("namespacePrefix", "must be lowercase letters, digits and '-', at most 21 chars")
+        kwargs["namespace_prefix"] = prefix
+    for src, dst in (("fieldManager", "field_manager"),
+                     ("ingressControllerNamespace", "ingress_controller_namespace"),
+                     ("backupImage", "backup_image")):
+        if src in raw:
+            kwargs[dst] = str(raw[src])
+    if "defaultGracePeriod" in raw:
+        kwargs["default_grace_period"] = _duration(raw["defaultGracePeriod"], "defaultGracePeriod")
+    for src, dst in (("driftInterval", "drift_interval"),
+                     ("backendResyncInterval", "backend_resync_interval"),
+                     ("deletionPollInterval", "deletion_poll_interval")):
+        if src in raw:
+            kwargs[dst] = float(_duration(raw[src], src))
+    if "workers" in raw:
+        kwargs["workers"] = _int(raw, "workers", 8, "")
+    if "backupsBucketRetentionDays" in raw:
+        kwargs["backups_bucket_retention_days"] = _int(raw, "backupsBucketRetentionDays", 90, "")
+
+    services = []
+    for i, svc in enumerate(raw.get("sharedServices") or []):
+        path = f"sharedServices[{i}]"
+        if not isinstance(svc, dict) or not (svc.get("namespace") or svc.get("cidr")):
+            raise ConfigError(path, "needs `namespace` or `cidr`")
+        ports = svc.get("ports") or []
+        if not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+            raise ConfigError(f"{path}.ports", "must be a list of TCP ports")
+        services.append(SharedService(ports=tuple(ports), namespace=svc.get("namespace", ""),
+                                      cidr=svc.get("cidr", "")))
+    kwargs["shared_services"] = tuple(services)
+
+    tiers = merge(DEFAULT_TIERS, {})
+    for name, override in (raw.get("tiers") or {}).items():
+        if name not in TIER_NAMES:
+            raise ConfigError(f"tiers.{name}", f"unknown tier; known tiers: {', '.join(TIER_NAMES)}")
+        tiers[name] = merge(tiers[name], override or {})
+    kwargs["tiers"] = tiers
+
+    mysql = raw.get("mysql") or {}
+    servers = {}
+    for name, srv in (mysql.get("servers") or {}).items():
+        path = f"mysql.servers.{name}."
+        if not isinstance(srv, dict) or not srv.get("host"):
+            raise ConfigError(f"{path}host", "is required")
+        servers[name] = MySQLServer(
+            name=name, host=str(srv["host"]), port=_int(srv, "port", 3306, path),
+            admin_user=str(srv.get("adminUser", "root")),
+            admin_password=str(srv.get("adminPassword", "")),
+            user_host=str(srv.get("userHost", "%")),
+            public_host=str(srv.get("publicHost", "")),
+        )
+    if servers:
+        default = mysql.get("default") or sorted(servers)[0]
+        if default not in servers:
+            raise ConfigError("mysql.default", f"names no server in mysql.servers ({default!r})")
+        kwargs["mysql_servers"] = servers
+        kwargs["mysql_default"] = default
+
+    store = raw.get("objectStorage")
+    if store:
+        backend = store.get("backend", "minio")
+        if backend not in ("minio", "s3"):
+            raise ConfigError("objectStorage.backend", f"must be minio or s3, got {backend!r}")
+        if backend == "minio" and not store.get("endpoint"):
+            raise ConfigError("objectStorage.endpoint", "is required for the minio backend")
+        kwargs["object_storage"] = ObjectStorageConfig(
+            backend=backend, endpoint=str(store.get("endpoint", "")),
+            region=str(store.get("region", "us-east-1")),
+            access_key=str(store.get("accessKey", "")), secret_key=str(store.get("secretKey", "")),
+            public_endpoint=str(store.get("publicEndpoint", "")),
+        )
+
+    rabbit = raw.get("rabbitmq")
+    if rabbit:
+        if not rabbit.get("managementUrl"):
+            raise ConfigError("rabbitmq.managementUrl", "is required")
+        kwargs["rabbitmq"] = RabbitMQConfig(
+            management_url=str(rabbit["managementUrl"]).rstrip("/"),
+            amqp_host=str(rabbit.get("amqpHost", "")), amqp_port=_int(rabbit, "amqpPort", 5672, "rabbitmq."),
+            admin_user=str(rabbit.get("adminUser", "")), admin_password=str(rabbit.get("adminPassword", "")),
+            public_host=str(rabbit.get("publicHost", "")),
+        )
+    return OperatorConfig(**kwargs)
+
+
+def load(path: str | Path) -> OperatorConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("file", f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("file", f"{path} must hold a mapping at the top level")
+    return from_dict(raw)

@@ -1,0 +1,335 @@
+"""Tenant object -> a frozen, validated model with the tier's defaults applied.
+
+The CRD schema lets the API server reject most bad input first; this module
+re-checks everything (a Tenant can be rendered offline with `tenant-operator
+render`, and defence in depth costs nothing). Every error is a SpecError whose
+message starts with the field path, e.g. `spec.databases[2]: ...`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from tenant_operator import naming
+from tenant_operator.config import OperatorConfig
+from tenant_operator.durations import parse_duration
+from tenant_operator.errors import SpecError
+from tenant_operator.tiers import TIER_NAMES, merge
+
+DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly|annually|midnight)|(\S+\s+){4}\S+)$")
+SUBJECT_KINDS = ("User", "Group", "ServiceAccount")
+DELETION_POLICIES = ("Delete", "Retain")
+QUOTA_KEYS = re.compile(r"^(requests|limits)\.(cpu|memory|storage|ephemeral-storage)$|^[a-z.]+$|^count/.+$")
+
+
+@dataclass(frozen=True)
+class Billing:
+    id: str = ""
+    cost_center: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectStorage:
+    buckets: tuple[str, ...] = ()
+    quota_gib: int = 0
+
+
+@dataclass(frozen=True)
+class Messaging:
+    queues: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ingress:
+    enabled: bool = True
+    class_name: str = "nginx"
+    cluster_issuer: str = "letsencrypt-prod"
+    service: str = "api-gateway"
+    port: int = 80
+
+
+@dataclass(frozen=True)
+class Subject:
+    kind: str
+    name: str
+    namespace: str = ""
+
+
+@dataclass(frozen=True)
+class Retention:
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 12
+
+
+@dataclass(frozen=True)
+class Backup:
+    enabled: bool = True
+    schedule: str = "0 2 * * *"
+    retention: Retention = field(default_factory=Retention)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    grace_period: int = 720 * 3600
+    policy: str = "Delete"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    namespace: str
+    tier: str
+    display_name: str = ""
+    domains: tuple[str, ...] = ()
+    billing: Billing = field(default_factory=Billing)
+    quota: dict[str, str] = field(default_factory=dict)        # effective ResourceQuota hard
+    limits: dict[str, dict[str, str]] = field(default_factory=dict)  # effective LimitRange
+    pod_security: str = "restricted"
+    databases: tuple[str, ...] = ()
+    mysql_server: str = ""                                     # spec.placement.mysql or config default
+    mysql_max_user_connections: int = 20
+    object_storage: ObjectStorage | None = None
+    messaging: Messaging | None = None
+    rabbitmq_max_connections: int = 50
+    rabbitmq_max_queues: int = 50
+    ingress: Ingress | None = None
+    admins: tuple[Subject, ...] = ()
+    backup: Backup = field(default_factory=Backup)
+    suspended: bool = False
+    deletion: Deletion = field(default_factory=Deletion)
+    generation: int = 0
+    rotate_token: str = ""       # value of the rotate-credentials annotation
+    purge_now: bool = False
+
+
+# --- small typed readers ---------------------------------------------------------
+
+def _get(obj: dict, key: str, path: str, kind: type | tuple, default: Any = None) -> Any:
+    value = obj.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) and kind in (int, (int,)):
+        raise SpecError(f"{path}.{key}", f"must be an integer, got {value!r}")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        want = {"str": "a string", "list": "a list", "dict": "an object", "int": "an integer",
+                "bool": "true or false"}.get(names, names)
+        raise SpecError(f"{path}.{key}", f"must be {want}, got {type(value).__name__}")
+    return value
+
+
+def _names(values: list, path: str, pattern: re.Pattern, what: str) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise SpecError(f"{path}[{i}]", f"{value!r} is not a valid {what}")
+        if value in seen:
+            raise SpecError(f"{path}[{i}]", f"duplicate entry {value!r}")
+        seen.add(value)
+    return tuple(values)
+
+
+def _quantity(value: Any, path: str) -> str:
+    text = str(value)
+    try:
+        if parse_quantity(text) < 0:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise SpecError(path, f"{value!r} is not a valid Kubernetes quantity (e.g. 500m, 2, 4Gi)") from None
+    return text
+
+
+# --- sections ----------------------------------------------------------------------
+
+def _quota(spec: dict, tier_quota: dict) -> dict[str, str]:
+    overrides = _get(spec, "quota", "spec", dict, {})
+    for key, value in overrides.items():
+        if not QUOTA_KEYS.match(key):
+            raise SpecError(f"spec.quota.{key}", "is not a ResourceQuota resource name")
+        _quantity(value, f"spec.quota.{key}")
+    return {k: str(v) for k, v in merge(tier_quota, overrides).items()}
+
+
+def _limits(spec: dict, tier_limits: dict) -> dict[str, dict[str, str]]:
+    overrides = _get(spec, "limits", "spec", dict, {})
+    for section, values in overrides.items():
+        if section not in ("default", "defaultRequest", "max", "min"):
+            raise SpecError(f"spec.limits.{section}", "must be one of default, defaultRequest, max, min")
+        if not isinstance(values, dict):
+            raise SpecError(f"spec.limits.{section}", "must be an object of resource: quantity")
+        for res, q in values.items():
+            if res not in ("cpu", "memory", "ephemeral-storage"):
+                raise SpecError(f"spec.limits.{section}.{res}", "must be cpu, memory or ephemeral-storage")
+            _quantity(q, f"spec.limits.{section}.{res}")
+    out = merge(tier_limits, overrides)
+    return {s: {r: str(q) for r, q in v.items()} for s, v in out.items()}
+
+
+def _object_storage(spec: dict, tier: dict) -> ObjectStorage | None:
+    raw = _get(spec, "objectStorage", "spec", dict)
+    if raw is None:
+        return None
+    buckets = _names(_get(raw, "buckets", "spec.objectStorage", list, []),
+                     "spec.objectStorage.buckets", naming.SERVICE_NAME, "bucket name (a-z, 0-9, '-')")
+    if "backups" in buckets:
+        raise SpecError("spec.objectStorage.buckets", "'backups' is reserved for the backups bucket")
+    quota = _get(raw, "quotaGiB", "spec.objectStorage", int, tier["objectStorage"]["quotaGiB"])
+    if quota < 0:
+        raise SpecError("spec.objectStorage.quotaGiB", "must be >= 0 (0 means no quota)")
+    return ObjectStorage(buckets=buckets, quota_gib=quota)
+
+
+def _ingress(spec: dict, domains: tuple[str, ...]) -> Ingress | None:
+    raw = _get(spec, "ingress", "spec", dict)
+    if raw is None:
+        return Ingress() if domains else None
+    port = _get(raw, "port", "spec.ingress", int, 80)
+    if not 0 < port < 65536:
+        raise SpecError("spec.ingress.port", f"must be between 1 and 65535, got {port}")
+    svc = _get(raw, "service", "spec.ingress", str, "api-gateway")
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", svc):
+        raise SpecError("spec.ingress.service", f"{svc!r} is not a valid Service name")
+    return Ingress(
+        enabled=_get(raw, "enabled", "spec.ingress", bool, True),
+        class_name=_get(raw, "className", "spec.ingress", str, "nginx"),
+        cluster_issuer=_get(raw, "clusterIssuer", "spec.ingress", str, "letsencrypt-prod"),
+        service=svc, port=port,
+    )
+
+
+def _admins(spec: dict) -> tuple[Subject, ...]:
+    out = []
+    for i, raw in enumerate(_get(spec, "admins", "spec", list, [])):
+        path = f"spec.admins[{i}]"
+        if not isinstance(raw, dict):
+            raise SpecError(path, "must be an object with kind and name")
+        kind = raw.get("kind", "User")
+        if kind not in SUBJECT_KINDS:
+            raise SpecError(f"{path}.kind", f"must be one of {', '.join(SUBJECT_KINDS)}, got {kind!r}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name or len(name) > 253:
+            raise SpecError(f"{path}.name", "is required (a user, group or service account name)")
+        ns = raw.get("namespace", "")
+        if kind == "ServiceAccount" and not ns:
+            raise SpecError(f"{path}.namespace", "is required for a ServiceAccount subject")
+        out.append(Subject(kind=kind, name=name, namespace=ns))
+    return tuple(out)
+
+
+def _backup(spec: dict) -> Backup:
+    raw = _get(spec, "backup", "spec", dict, {})
+    schedule = _get(raw, "schedule", "spec.backup", str, "0 2 * * *")
+    if not CRON.fullmatch(schedule.strip()):
+        raise SpecError("spec.backup.schedule", f"{schedule!r} is not a cron schedule (5 fields or @daily)")
+    ret = _get(raw, "retention", "spec.backup", dict, {})
+    values = {}
+    for key, default in (("daily", 7), ("weekly", 4), ("monthly", 12)):
+        v = _get(ret, key, "spec.backup.retention", int, default)
+        if not 0 <= v <= 3650:
+            raise SpecError(f"spec.backup.retention.{key}", f"must be between 0 and 3650, got {v}")
+        values[key] = v
+    if not any(values.values()):
+        raise SpecError("spec.backup.retention", "keeps nothing: set at least one of daily, weekly, monthly")
+    return Backup(enabled=_get(raw, "enabled", "spec.backup", bool, True),
+                  schedule=schedule.strip(), retention=Retention(**values))
+
+
+def _deletion(spec: dict, config: OperatorConfig) -> Deletion:
+    raw = _get(spec, "deletion", "spec", dict, {})
+    grace = raw.get("gracePeriod")
+    if grace is None:
+        seconds = config.default_grace_period
+    else:
+        try:
+            seconds = parse_duration(grace)
+        except ValueError as exc:
+            raise SpecError("spec.deletion.gracePeriod", str(exc)) from None
+    policy = _get(raw, "policy", "spec.deletion", str, "Delete")
+    if policy not in DELETION_POLICIES:
+        raise SpecError("spec.deletion.policy", f"must be Delete or Retain, got {policy!r}")
+    return Deletion(grace_period=seconds, policy=policy)
+
+
+def parse(obj: dict, config: OperatorConfig) -> Tenant:
+    """Parse a Tenant object (as returned by the API) into the model."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    if not isinstance(name, str) or not naming.TENANT_NAME.fullmatch(name):
+        raise SpecError("metadata.name", f"{name!r} must be a DNS label of at most 40 chars "
+                                         "(lowercase letters, digits, '-', starting with a letter)")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise SpecError("spec", "is required")
+
+    tier_name = _get(spec, "tier", "spec", str, "standard")
+    if tier_name not in TIER_NAMES:
+        raise SpecError("spec.tier", f"must be one of {', '.join(TIER_NAMES)}, got {tier_name!r}")
+    tier = config.tiers[tier_name]
+
+    domains = tuple(d.lower() if isinstance(d, str) else d for d in _get(spec, "domains", "spec", list, []))
+    domains = _names(list(domains), "spec.domains", DNS_NAME, "DNS name")
+
+    billing_raw = _get(spec, "billing", "spec", dict, {})
+    billing = Billing(id=_get(billing_raw, "id", "spec.billing", str, ""),
+                      cost_center=_get(billing_raw, "costCenter", "spec.billing", str, ""))
+    for key, value in (("id", billing.id), ("costCenter", billing.cost_center)):
+        if value and not LABEL_VALUE.fullmatch(value):
+            raise SpecError(f"spec.billing.{key}", f"{value!r} must be usable as a label value "
+                                                   "(letters, digits, '-', '_', '.', at most 63 chars)")
+
+    databases = _names(_get(spec, "databases", "spec", list, []), "spec.databases",
+                       naming.SERVICE_NAME, "service name (a-z, 0-9, '-', at most 24 chars)")
+    placement = _get(spec, "placement", "spec", dict, {})
+    mysql_server = _get(placement, "mysql", "spec.placement", str, "") or config.mysql_default
+    if databases and config.mysql_servers and mysql_server not in config.mysql_servers:
+        raise SpecError("spec.placement.mysql", f"no MySQL server named {mysql_server!r} is configured "
+                                                f"(known: {', '.join(sorted(config.mysql_servers))})")
+
+    messaging_raw = _get(spec, "messaging", "spec", dict)
+    messaging = None
+    if messaging_raw is not None:
+        messaging = Messaging(queues=_names(_get(messaging_raw, "queues", "spec.messaging", list, []),
+                                            "spec.messaging.queues", naming.SERVICE_NAME, "queue name"))
+
+    pod_security = _get(spec, "podSecurity", "spec", str, tier.get("podSecurity", "restricted"))
+    if pod_security not in ("restricted", "baseline", "privileged"):
+        raise SpecError("spec.podSecurity", f"must be restricted, baseline or privileged, got {pod_security!r}")
+
+    display = _get(spec, "displayName", "spec", str, "")
+    if len(display) > 128:
+        raise SpecError("spec.displayName", "must be at most 128 characters")
+
+    annotations = meta.get("annotations") or {}
+    return Tenant(
+        name=name,
+        namespace=naming.namespace(name, config.namespace_prefix),
+        tier=tier_name,
+        display_name=display,
+        domains=domains,
+        billing=billing,
+        quota=_quota(spec, tier["quota"]),
+        limits=_limits(spec, tier["limits"]),
+        pod_security=pod_security,
+        databases=databases,
+        mysql_server=mysql_server,
+        mysql_max_user_connections=int(tier["mysql"]["maxUserConnections"]),
+        object_storage=_object_storage(spec, tier),
+        messaging=messaging,
+        rabbitmq_max_connections=int(tier["rabbitmq"]["maxConnections"]),
+        rabbitmq_max_queues=int(tier["rabbitmq"]["maxQueues"]),
+        ingress=_ingress(spec, domains),
+        admins=_admins(spec),
+        backup=_backup(spec),
+        suspended=_get(spec, "suspended", "spec", bool, False),
+        deletion=_deletion(spec, config),
+        generation=int(meta.get("generation") or 0),
+        rotate_token=str(annotations.get(naming.ANNOTATION_ROTATE, "")),
+        purge_now=str(annotations.get(naming.ANNOTATION_PURGE_NOW, "")).lower() == "true",
+    )
