@@ -1,0 +1,94 @@
+"""PURE rendering: Tenant model -> desired Kubernetes objects (plain dicts).
+
+No I/O here: the same functions feed the operator, `tenant-operator render`
+(GitOps review) and the unit tests. Every string reaches YAML through the
+`tojson` filter, so no spec value can inject YAML structure.
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import cache
+
+import jinja2
+import yaml
+
+from tenant_operator import naming
+from tenant_operator.config import OperatorConfig
+from tenant_operator.spec import Tenant
+
+
+def _b64(value: str | bytes) -> str:
+    raw = value.encode() if isinstance(value, str) else value
+    return base64.b64encode(raw).decode()
+
+
+@cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("tenant_operator.render", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.filters["b64"] = _b64
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+    return env
+
+
+def _render(template: str, **context) -> list[dict]:
+    text = _env().get_template(template).render(names=naming, **context)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def namespace(t: Tenant, cfg: OperatorConfig) -> list[dict]:
+    return _render("namespace.yaml.j2", t=t, cfg=cfg)
+
+
+def network_policies(t: Tenant, cfg: OperatorConfig) -> list[dict]:
+    return _render("networkpolicies.yaml.j2", t=t, cfg=cfg)
+
+
+def quota(t: Tenant, cfg: OperatorConfig) -> list[dict]:
+    return _render("quota.yaml.j2", t=t, cfg=cfg)
+
+
+def rbac(t: Tenant, cfg: OperatorConfig) -> list[dict]:
+    return _render("rbac.yaml.j2", t=t, cfg=cfg)
+
+
+def ingress(t: Tenant, cfg: OperatorConfig) -> list[dict]:
+    # A suspended tenant keeps nothing routable; the Ingress is removed.
+    if t.ingress is None or not t.ingress.enabled or not t.domains or t.suspended:
+        return []
+    return _render("ingress.yaml.j2", t=t, cfg=cfg)
+
+
+def secret(t: Tenant, name: str, component: str, data: dict[str, str]) -> dict:
+    """A credentials Secret; values are base64-encoded here so the desired
+    object compares directly with what the API server returns."""
+    (obj,) = _render("secret.yaml.j2", t=t, name=name, component=component, data=data)
+    return obj
+
+
+# Component name -> renderer, in apply order (the namespace first).
+COMPONENTS = {
+    "namespace": namespace,
+    "network": network_policies,
+    "quota": quota,
+    "rbac": rbac,
+    "ingress": ingress,
+}
+
+
+def render_tenant(t: Tenant, cfg: OperatorConfig) -> list[dict]:
+    """All Kubernetes objects of a tenant that do not depend on backend state."""
+    out: list[dict] = []
+    for fn in COMPONENTS.values():
+        out.extend(fn(t, cfg))
+    return out
+
+
+def object_key(obj: dict) -> tuple[str, str, str, str]:
+    meta = obj["metadata"]
+    return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])

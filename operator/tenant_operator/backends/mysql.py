@@ -1,0 +1,466 @@
+"""MySQL / MariaDB backend: one database and one user per tenant service.
+
+Targets MariaDB 10.11 and keeps to syntax MySQL 8 also accepts. Every
+identifier goes through naming.quote_sql_identifier; every string value
+(passwords, host parts, LIKE patterns) is a driver parameter, never formatted
+into the SQL text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+import pymysql.converters
+import pymysql.cursors
+
+from tenant_operator import config, naming
+from tenant_operator.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+# Client errors meaning the connection itself is gone (server restart, idle
+# timeout, killed session): the call is retried once on a fresh connection.
+_DISCONNECTED = {2006, 2013, 2055, 1927, 4031}
+_NO_SUCH_THREAD = 1094
+_SYNTAX_ERROR = 1064
+_LIKE_ESCAPE = "!"
+
+
+def native_password_hash(password: str) -> str:
+    """The mysql_native_password hash: '*' + upper hex SHA1(SHA1(password))."""
+    inner = hashlib.sha1(password.encode("utf-8")).digest()
+    return "*" + hashlib.sha1(inner).hexdigest().upper()
+
+
+def _like_literal(text: str) -> str:
+    """Escape LIKE wildcards so `text` only matches itself (ESCAPE '!')."""
+    for ch in (_LIKE_ESCAPE, "%", "_"):
+        text = text.replace(ch, _LIKE_ESCAPE + ch)
+    return text
+
+
+def _grant_database(database: str) -> str:
+    """The quoted database name for GRANT. '_' and '%' are wildcards in a GRANT's
+    database part, so `a_b_db` would also cover `aXbXdb`; escaping them keeps a
+    tenant's grant on its own database only."""
+    return naming.quote_sql_identifier(database).replace("_", "\\_")
+
+
+def _user_name(user: str) -> str:
+    if len(user) > naming.MYSQL_USER_MAX:
+        raise ValueError(f"MySQL user name {user!r} is longer than {naming.MYSQL_USER_MAX} characters")
+    return naming.quote_sql_identifier(user)
+
+
+def _check_password(password: str) -> None:
+    if not isinstance(password, str) or not password:
+        raise ValueError("a MySQL password must be a non-empty string")
+
+
+def _scrub(message: str, secrets: tuple[str, ...]) -> str:
+    # A syntax error echoes the statement after "near", and the statement may
+    # carry a password literal: drop that part, then mask anything left over.
+    if " near '" in message:
+        message = message.split(" near '", 1)[0]
+    for secret in secrets:
+        if secret:
+            for form in (secret, pymysql.converters.escape_string(secret)):
+                message = message.replace(form, "***")
+    return message
+
+
+@dataclass
+class _UserState:
+    auth: str
+    plugin: str
+    max_user_connections: int
+    locked: bool
+    global_privileges: bool
+
+
+class _Session:
+    """A cursor that counts completed statements (to know whether a retry is safe)."""
+
+    def __init__(self, cursor):
+        self.cursor = cursor
+        self.completed = 0
+
+    def rows(self, sql: str, args: tuple | None = None) -> list[dict]:
+        self.cursor.execute(sql, args)
+        self.completed += 1
+        return list(self.cursor.fetchall() or ())
+
+    def one(self, sql: str, args: tuple | None = None) -> dict | None:
+        rows = self.rows(sql, args)
+        return rows[0] if rows else None
+
+
+class MySQLBackend:
+    """Admin client for one MySQL/MariaDB server, with a small connection pool."""
+
+    def __init__(self, server: config.MySQLServer, *, connect_timeout: float = 5.0, pool_size: int = 4,
+                 read_timeout: float = 300.0):
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self.server = server
+        self._connect_timeout = connect_timeout
+        # Bounds a hung server; generous because DROP DATABASE of a big schema is slow.
+        self._read_timeout = read_timeout
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._mariadb: bool | None = None
+
+    @property
+    def _where(self) -> str:
+        return f"{self.server.host}:{self.server.port}"
+
+    # --- pool ------------------------------------------------------------------------
+
+    def _unavailable(self, what: str, exc: Exception, secrets: tuple[str, ...] = ()) -> BackendUnavailable:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        text = str(exc.args[1]) if len(exc.args) > 1 else str(exc) or type(exc).__name__
+        text = _scrub(text, secrets + (self.server.admin_password,))
+        prefix = f"({code}) " if code else ""
+        return BackendUnavailable("mysql", f"{self._where}: {what}: {prefix}{text}")
+
+    def _new_connection(self):
+        try:
+            conn = pymysql.connect(
+                host=self.server.host, port=self.server.port,
+                user=self.server.admin_user, password=self.server.admin_password,
+                connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
+                write_timeout=self._read_timeout, autocommit=True, charset="utf8mb4",
+                cursorclass=pymysql.cursors.DictCursor, program_name="tenant-operator",
+            )
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise self._unavailable("cannot connect", exc) from None
+        if self._mariadb is None:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT VERSION() AS v")
+                    version = str(cur.fetchone()["v"])
+            except pymysql.err.MySQLError as exc:
+                conn.close()
+                raise self._unavailable("cannot read the server version", exc) from None
+            self._mariadb = "mariadb" in version.lower()
+        return conn
+
+    def _acquire(self) -> tuple[Any, bool]:
+        if self._closed:
+            raise BackendUnavailable("mysql", f"{self._where}: client is closed")
+        if not self._slots.acquire(timeout=max(30.0, self._connect_timeout * 2)):
+            raise BackendUnavailable("mysql", f"{self._where}: no free connection in the pool")
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        try:
+            return self._new_connection(), False
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, conn) -> None:
+        with self._lock:
+            keep = not self._closed
+            if keep:
+                self._idle.append(conn)
+        if not keep:
+            self._close_quietly(conn)
+        self._slots.release()
+
+    def _discard(self, conn) -> None:
+        self._close_quietly(conn)
+        self._slots.release()
+
+    @staticmethod
+    def _close_quietly(conn) -> None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - already broken or closed; nothing to do
+            pass
+
+    def _run(self, what: str, fn: Callable[[_Session], Any], secrets: tuple[str, ...] = ()) -> Any:
+        for attempt in (1, 2):
+            conn, reused = self._acquire()
+            session = None
+            try:
+                with conn.cursor() as cursor:
+                    session = _Session(cursor)
+                    result = fn(session)
+            except pymysql.err.MySQLError as exc:
+                code = exc.args[0] if exc.args else None
+                dead = isinstance(exc, pymysql.err.InterfaceError) or code in _DISCONNECTED
+                if not dead:
+                    # The server refused a statement; the connection is still usable.
+                    self._release(conn)
+                    raise self._unavailable(what, exc, secrets) from None
+                self._discard(conn)
+                # Retry only a pooled connection that died before anything ran on it.
+                if reused and attempt == 1 and session is not None and session.completed == 0:
+                    log.debug("mysql %s: pooled connection was dead, retrying", self._where)
+                    continue
+                raise self._unavailable(f"{what}: lost the connection", exc, secrets) from None
+            except BaseException:
+                self._discard(conn)
+                raise
+            self._release(conn)
+            return result
+        raise AssertionError("unreachable")
+
+    # --- reads -------------------------------------------------------------------------
+
+    def _user_state(self, s: _Session, user: str) -> _UserState | None:
+        host = self.server.user_host
+        if self._mariadb:
+            row = s.one("SELECT Priv FROM mysql.global_priv WHERE User = %s AND Host = %s", (user, host))
+            if row is None:
+                return None
+            priv = json.loads(row["Priv"] or "{}")
+            return _UserState(
+                auth=str(priv.get("authentication_string", "")), plugin=str(priv.get("plugin", "")),
+                max_user_connections=int(priv.get("max_user_connections", 0)),
+                locked=bool(priv.get("account_locked", False)),
+                # `access` is the global privilege bitmask (grant option included).
+                global_privileges=int(priv.get("access", 0)) != 0,
+            )
+        # caching_sha2 hashes are binary: read them as hex so decoding cannot fail.
+        row = s.one("SELECT plugin, HEX(authentication_string) AS auth_hex, max_user_connections, "
+                    "account_locked FROM mysql.user WHERE User = %s AND Host = %s", (user, host))
+        if row is None:
+            return None
+        grantee = "'{}'@'{}'".format(user, host.replace("'", "''"))
+        extra = s.one("SELECT COUNT(*) AS n FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = %s "
+                      "AND (PRIVILEGE_TYPE <> 'USAGE' OR IS_GRANTABLE = 'YES')", (grantee,))
+        return _UserState(
+            auth=bytes.fromhex(row["auth_hex"] or "").decode("latin-1"), plugin=str(row["plugin"] or ""),
+            max_user_connections=int(row["max_user_connections"] or 0),
+            locked=str(row["account_locked"]).upper() == "Y",
+            global_privileges=bool(extra and extra["n"]),
+        )
+
+    @staticmethod
+    def _hash_matches(state: _UserState, password: str) -> bool:
+        # Only the native hash can be recomputed here; anything else (e.g. MySQL 8's
+        # caching_sha2_password) counts as different, so the password is simply set.
+        if state.plugin not in ("mysql_native_password", "") or not state.auth.startswith("*"):
+            return False
+        return hmac.compare_digest(state.auth.upper(), native_password_hash(password))
+
+    def _roles(self, s: _Session, user: str) -> list[tuple[str, str | None]]:
+        host = self.server.user_host
+        if self._mariadb:
+            rows = s.rows("SELECT Role FROM mysql.roles_mapping WHERE User = %s AND Host = %s", (user, host))
+            return [(r["Role"], None) for r in rows]
+        rows = s.rows("SELECT FROM_USER, FROM_HOST FROM mysql.role_edges WHERE TO_USER = %s AND TO_HOST = %s",
+                      (user, host))
+        return [(r["FROM_USER"], r["FROM_HOST"]) for r in rows]
+
+    def _kill_sessions(self, s: _Session, user: str) -> int:
+        rows = s.rows("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
+        killed = 0
+        for row in rows:
+            try:
+                s.rows(f"KILL CONNECTION {int(row['ID'])}")
+                killed += 1
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] != _NO_SUCH_THREAD:   # the session ended on its own
+                    raise
+        return killed
+
+    # --- public API --------------------------------------------------------------------
+
+    def ensure_account(self, database: str, user: str, password: str, *, max_user_connections: int,
+                       locked: bool) -> list[str]:
+        """Converge database, user, password, privileges, connection limit and lock state.
+
+        Reads first and writes only what differs; returns the changes made ([] when none)."""
+        db_q = naming.quote_sql_identifier(database)
+        grant_db = _grant_database(database)
+        user_q = _user_name(user)
+        _check_password(password)
+        if isinstance(max_user_connections, bool) or not isinstance(max_user_connections, int) \
+                or not 0 <= max_user_connections <= 2**31 - 1:
+            raise ValueError(f"max_user_connections must be a non-negative integer, "
+                             f"got {max_user_connections!r}")
+        limit = int(max_user_connections)
+        host = self.server.user_host
+        lock_clause = "ACCOUNT LOCK" if locked else "ACCOUNT UNLOCK"
+
+        def op(s: _Session) -> list[str]:
+            changes: list[str] = []
+            if s.one("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                     (database,)) is None:
+                s.rows(f"CREATE DATABASE IF NOT EXISTS {db_q} CHARACTER SET utf8mb4")
+                changes.append("created database")
+
+            state = self._user_state(s, user)
+            if state is None:
+                s.rows(f"CREATE USER {user_q}@%s IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS {limit} "
+                       f"{lock_clause}", (host, password))
+                changes.append("created user")
+                state = _UserState("", "", limit, locked, False)
+            else:
+                if not self._hash_matches(state, password):
+                    s.rows(f"ALTER USER {user_q}@%s IDENTIFIED BY %s", (host, password))
+                    changes.append("set password")
+                if state.max_user_connections != limit:
+                    s.rows(f"ALTER USER {user_q}@%s WITH MAX_USER_CONNECTIONS {limit}", (host,))
+                    changes.append(f"set max_user_connections to {limit}")
+                if state.locked != locked:
+                    s.rows(f"ALTER USER {user_q}@%s {lock_clause}", (host,))
+                    changes.append("locked account" if locked else "unlocked account")
+                    if locked:
+                        self._kill_sessions(s, user)
+
+            changes.extend(self._converge_privileges(s, user, user_q, grant_db, database, state))
+            return changes
+
+        changes = self._run(f"ensure account {user} on {database}", op, (password,))
+        if changes:
+            log.info("mysql %s: %s@%s/%s: %s", self.server.name, user, host, database, ", ".join(changes))
+        return changes
+
+    def _converge_privileges(self, s: _Session, user: str, user_q: str, grant_db: str, database: str,
+                             state: _UserState) -> list[str]:
+        host = self.server.user_host
+        changes: list[str] = []
+        for role, role_host in self._roles(s, user):
+            if role_host is None:
+                s.rows(f"REVOKE %s FROM {user_q}@%s", (role, host))
+            else:
+                s.rows(f"REVOKE %s@%s FROM {user_q}@%s", (role, role_host, host))
+            changes.append(f"revoked role {role}")
+        for row in s.rows("SELECT Proxied_user, Proxied_host FROM mysql.proxies_priv "
+                          "WHERE User = %s AND Host = %s", (user, host)):
+            s.rows(f"REVOKE PROXY ON %s@%s FROM {user_q}@%s",
+                   (row["Proxied_user"], row["Proxied_host"], host))
+            changes.append("revoked proxy privilege")
+
+        own_db = grant_db[1:-1]   # as mysql.db stores it: unquoted, wildcards escaped
+        db_rows = s.rows("SELECT * FROM mysql.db WHERE User = %s AND Host = %s", (user, host))
+        own = [r for r in db_rows if r["Db"] == own_db]
+        other_grants = state.global_privileges or len(own) != len(db_rows)
+        if own and own[0].get("Grant_priv") == "Y":
+            other_grants = True
+        for table in ("tables_priv", "columns_priv", "procs_priv"):
+            row = s.one(f"SELECT COUNT(*) AS n FROM mysql.{table} WHERE User = %s AND Host = %s",
+                        (user, host))
+            other_grants = other_grants or bool(row and row["n"])
+        if other_grants:
+            s.rows(f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {user_q}@%s", (host,))
+            changes.append("revoked privileges outside its database")
+            own = []
+        complete = bool(own) and all(v == "Y" for k, v in own[0].items()
+                                     if k.endswith("_priv") and k != "Grant_priv")
+        if not complete:
+            s.rows(f"GRANT ALL PRIVILEGES ON {grant_db}.* TO {user_q}@%s", (host,))
+            changes.append(f"granted all privileges on {database}")
+        return changes
+
+    def set_password(self, user: str, password: str) -> None:
+        """Set the user's password (always writes)."""
+        user_q = _user_name(user)
+        _check_password(password)
+        sql = f"ALTER USER {user_q}@%s IDENTIFIED BY %s"
+        self._run(f"set password of {user}", lambda s: s.rows(sql, (self.server.user_host, password)),
+                  (password,))
+
+    def password_matches(self, user: str, password: str) -> bool:
+        """Whether the user exists with this password (native hash compared locally)."""
+        _user_name(user)
+
+        def op(s: _Session) -> bool:
+            state = self._user_state(s, user)
+            return state is not None and self._hash_matches(state, password)
+
+        return self._run(f"read account {user}", op, (password,))
+
+    def drop_user(self, user: str) -> bool:
+        """Drop the user and end its sessions; returns whether it existed."""
+        user_q = _user_name(user)
+        host = self.server.user_host
+
+        def op(s: _Session) -> bool:
+            row = s.one("SELECT User FROM mysql.user WHERE User = %s AND Host = %s", (user, host))
+            s.rows(f"DROP USER IF EXISTS {user_q}@%s", (host,))
+            # Dropping a user does not end its open sessions.
+            self._kill_sessions(s, user)
+            return row is not None
+
+        existed = self._run(f"drop user {user}", op)
+        if existed:
+            log.info("mysql %s: dropped user %s@%s", self.server.name, user, host)
+        return existed
+
+    def drop_database(self, database: str) -> bool:
+        """Drop the database; returns whether it existed."""
+        db_q = naming.quote_sql_identifier(database)
+
+        def op(s: _Session) -> bool:
+            existed = s.one("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                            (database,)) is not None
+            s.rows(f"DROP DATABASE IF EXISTS {db_q}")
+            return existed
+
+        existed = self._run(f"drop database {database}", op)
+        if existed:
+            log.info("mysql %s: dropped database %s", self.server.name, database)
+        return existed
+
+    def lock(self, user: str, locked: bool) -> None:
+        """Lock (and disconnect) or unlock the user."""
+        user_q = _user_name(user)
+        clause = "ACCOUNT LOCK" if locked else "ACCOUNT UNLOCK"
+
+        def op(s: _Session) -> None:
+            s.rows(f"ALTER USER {user_q}@%s {clause}", (self.server.user_host,))
+            if locked:
+                # A lock only refuses new logins; open sessions must be ended explicitly.
+                self._kill_sessions(s, user)
+
+        self._run(f"{'lock' if locked else 'unlock'} {user}", op)
+
+    def list_tenant_accounts(self, tenant_id: str) -> tuple[list[str], list[str]]:
+        """(databases, users) named `<tenant_id>_..._db` / `<tenant_id>_..._user`.
+
+        Names shortened with a hash (naming.shorten) may have lost the full tenant id
+        prefix and are not found here."""
+        naming.quote_sql_identifier(tenant_id)
+        prefix = tenant_id + "_"
+        db_pattern = _like_literal(prefix) + "%" + _like_literal("_db")
+        user_pattern = _like_literal(prefix) + "%" + _like_literal("_user")
+
+        def op(s: _Session) -> tuple[list[str], list[str]]:
+            dbs = s.rows("SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA "
+                         f"WHERE SCHEMA_NAME LIKE %s ESCAPE '{_LIKE_ESCAPE}'", (db_pattern,))
+            users = s.rows(f"SELECT User AS name FROM mysql.user WHERE Host = %s AND User LIKE %s "
+                           f"ESCAPE '{_LIKE_ESCAPE}'", (self.server.user_host, user_pattern))
+            # Re-check exactly: SCHEMATA comparisons may be case-insensitive.
+            return (sorted(r["name"] for r in dbs
+                           if r["name"].startswith(prefix) and r["name"].endswith("_db")),
+                    sorted(r["name"] for r in users
+                           if r["name"].startswith(prefix) and r["name"].endswith("_user")))
+
+        return self._run(f"list accounts of {tenant_id}", op)
+
+    def ping(self) -> None:
+        """Check that the server answers with the admin credentials."""
+        self._run("ping", lambda s: s.rows("SELECT 1"))
+
+    def close(self) -> None:
+        """Close idle connections; connections in use are closed when released."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._close_quietly(conn)

@@ -1,0 +1,796 @@
+"""Object storage backend: per-tenant buckets and one scoped user per tenant.
+
+Two implementations share the `ObjectStore` interface:
+
+* `MinioStore` talks to MinIO: the S3 API for buckets and objects, the admin
+  API for users, canned policies and bucket quotas.
+* `S3IamStore` talks to AWS-style platforms: S3 for buckets, IAM for users,
+  inline user policies and access keys. Such platforms have no bucket quota.
+
+Every call is idempotent and the `ensure_*` calls return the list of changes
+they made (empty when nothing had to change), reading the current state first
+so a repeat call makes no writes. Any failure to reach or operate the store
+raises `BackendUnavailable("objectstorage", ...)` with a message naming the
+endpoint and never a credential.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import certifi
+import urllib3
+from minio import Minio, MinioAdmin
+from minio.commonconfig import ENABLED, Filter
+from minio.credentials import StaticProvider
+from minio.deleteobjects import DeleteObject
+from minio.error import MinioAdminException, MinioException, S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, NoncurrentVersionExpiration, Rule
+from minio.versioningconfig import SUSPENDED, VersioningConfig
+
+from tenant_operator import config
+from tenant_operator.errors import BackendUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+
+BACKEND = "objectstorage"
+
+BUCKET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])$")
+USER_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{3,64}$")
+SECRET_BYTES = 30            # token_urlsafe(30): 40 characters, MinIO's maximum secret length
+DELETE_BATCH = 1000          # S3 DeleteObjects limit
+LIFECYCLE_RULE_ID = "tenant-operator-expiry"
+
+# What a tenant's user may do, and only on its own buckets.
+OBJECT_ACTIONS = (
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:GetObjectVersion",
+    "s3:DeleteObjectVersion",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+)
+BUCKET_ACTIONS = (
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+    "s3:GetBucketLocation",
+    "s3:ListBucketMultipartUploads",
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str = field(repr=False)
+
+
+class BucketNotEmpty(Exception):
+    """delete_bucket(purge=False) found objects (or object versions) in the bucket."""
+
+    def __init__(self, bucket: str):
+        self.bucket = bucket
+        super().__init__(f"bucket {bucket} is not empty")
+
+
+class InvalidBucketName(ValueError):
+    """A bucket name outside the S3 rules; raised before any call is made."""
+
+
+class ObjectStore(Protocol):
+    backend: str            # "minio" | "s3"
+    supports_quota: bool
+
+    def ensure_bucket(self, name: str, *, quota_bytes: int | None, versioning: bool) -> list[str]: ...
+    def bucket_exists(self, name: str) -> bool: ...
+    def bucket_is_empty(self, name: str) -> bool: ...
+    def delete_bucket(self, name: str, *, purge: bool) -> bool: ...
+    def list_buckets(self, prefix: str) -> list[str]: ...
+    def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
+                    current: Credentials | None) -> tuple[Credentials, list[str]]: ...
+    def rotate(self, user: str, current: Credentials | None) -> Credentials: ...
+    def delete_user(self, user: str, policy_name: str) -> bool: ...
+    def set_lifecycle_expiry(self, bucket: str, prefix: str, days: int) -> None: ...
+    def ping(self) -> None: ...
+
+
+# --- shared helpers -------------------------------------------------------------
+
+def validate_bucket_name(name: str) -> str:
+    """Return `name` if it follows the S3 rules used here (3-63 chars of a-z, 0-9
+    and '-', not starting or ending with '-'), else raise InvalidBucketName."""
+    if not isinstance(name, str) or not BUCKET_NAME.fullmatch(name):
+        raise InvalidBucketName(f"invalid bucket name {name!r} (3-63 characters of a-z, 0-9 and '-', "
+                                "starting and ending with a letter or digit)")
+    return name
+
+
+def validate_user_name(name: str, what: str = "user name") -> str:
+    if not isinstance(name, str) or not USER_NAME.fullmatch(name):
+        raise ValueError(f"invalid object-storage {what} {name!r}")
+    return name
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def tenant_policy(buckets: list[str]) -> dict:
+    """The policy document of a tenant user: object and listing access to exactly
+    `buckets`, nothing else (no bucket creation, no admin). With no buckets the
+    document grants nothing."""
+    names = sorted({validate_bucket_name(b) for b in buckets})
+    if not names:
+        return {"Version": "2012-10-17", "Statement": [
+            {"Sid": "NoBuckets", "Effect": "Deny", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]},
+        ]}
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "TenantBuckets", "Effect": "Allow", "Action": list(BUCKET_ACTIONS),
+         "Resource": [f"arn:aws:s3:::{b}" for b in names]},
+        {"Sid": "TenantObjects", "Effect": "Allow", "Action": list(OBJECT_ACTIONS),
+         "Resource": [f"arn:aws:s3:::{b}/*" for b in names]},
+    ]}
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return sorted(value) if isinstance(value, list) else [value]
+
+
+def normalize_policy(doc: Any) -> Any:
+    """A comparable form of a policy document: servers reorder actions and
+    resources and may turn one-element lists into strings."""
+    if isinstance(doc, str | bytes):
+        doc = json.loads(doc)
+    if not isinstance(doc, dict):
+        return None
+    statements = doc.get("Statement") or []
+    if isinstance(statements, dict):
+        statements = [statements]
+    norm = []
+    for st in statements:
+        norm.append(json.dumps({
+            "Effect": st.get("Effect"),
+            "Action": _as_list(st.get("Action")),
+            "NotAction": _as_list(st.get("NotAction")),
+            "Resource": _as_list(st.get("Resource")),
+            "NotResource": _as_list(st.get("NotResource")),
+            "Condition": st.get("Condition") or {},
+        }, sort_keys=True))
+    return sorted(norm)
+
+
+def _lifecycle_rule_key(prefix: str, days: int) -> tuple:
+    return (LIFECYCLE_RULE_ID, "Enabled", prefix, days, days)
+
+
+def _endpoint_parts(endpoint: str) -> tuple[str, bool]:
+    """'http://host:port' -> ('host:port', secure=False). Without a scheme, https."""
+    url = endpoint if "://" in endpoint else "https://" + endpoint
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+            or parts.query or parts.username or parts.password:
+        raise ConfigError("objectStorage.endpoint",
+                          f"must be http(s)://host[:port] with no path, got {endpoint!r}")
+    return parts.netloc, parts.scheme == "https"
+
+
+# --- MinIO -------------------------------------------------------------------------
+
+def _admin_code(exc: MinioAdminException) -> str:
+    try:
+        return str(json.loads(exc._body).get("Code", ""))
+    except (ValueError, AttributeError, TypeError):
+        return ""
+
+
+def _admin_reason(exc: MinioAdminException) -> str:
+    try:
+        body = json.loads(exc._body)
+        return f"{body.get('Code', 'error')}: {body.get('Message', '')}".strip()
+    except (ValueError, AttributeError, TypeError):
+        return f"HTTP {getattr(exc, '_code', '?')}"
+
+
+class MinioStore:
+    backend = "minio"
+    supports_quota = True
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1", *,
+                 connect_timeout: float = 5.0, read_timeout: float = 60.0, retries: int = 2):
+        host, secure = _endpoint_parts(endpoint)
+        self.endpoint = endpoint
+        self._host, self._secure, self._region = host, secure, region
+        self._http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
+        self._s3 = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure,
+                         region=region, http_client=self._http)
+        self._admin = MinioAdmin(endpoint=host, credentials=StaticProvider(access_key, secret_key),
+                                 region=region, secure=secure, http_client=self._http)
+
+    def __repr__(self) -> str:
+        return f"MinioStore({self.endpoint!r})"
+
+    # -- error translation --
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except S3Error as exc:
+            raise BackendUnavailable(
+                BACKEND, f"{action} failed at {self.endpoint}: {exc.code}: {exc.message}") from exc
+        except MinioAdminException as exc:
+            raise BackendUnavailable(
+                BACKEND, f"{action} failed at {self.endpoint}: {_admin_reason(exc)}") from exc
+        except urllib3.exceptions.MaxRetryError as exc:
+            reason = exc.reason.__class__.__name__ if exc.reason else "too many retries"
+            raise BackendUnavailable(
+                BACKEND, f"{action} failed: no usable answer from {self.endpoint} ({reason})") from exc
+        except (urllib3.exceptions.HTTPError, OSError, MinioException) as exc:
+            raise BackendUnavailable(
+                BACKEND, f"{action} failed: cannot reach {self.endpoint} ({exc.__class__.__name__})") from exc
+
+    # -- buckets --
+
+    def bucket_exists(self, name: str) -> bool:
+        validate_bucket_name(name)
+        with self._guard(f"checking bucket {name}"):
+            return self._s3.bucket_exists(name)
+
+    def _quota(self, name: str) -> int:
+        try:
+            raw = self._admin.bucket_quota_get(name)
+        except MinioAdminException as exc:
+            if _admin_code(exc) == "XMinioAdminNoSuchQuotaConfiguration":
+                return 0
+            raise
+        try:
+            data = json.loads(raw or "null") or {}
+        except ValueError:
+            raise BackendUnavailable(
+                BACKEND, f"unreadable quota of bucket {name} at {self.endpoint}") from None
+        return int(data.get("size") or data.get("quota") or 0)
+
+    def ensure_bucket(self, name: str, *, quota_bytes: int | None, versioning: bool) -> list[str]:
+        validate_bucket_name(name)
+        if quota_bytes is not None and (isinstance(quota_bytes, bool) or quota_bytes < 0):
+            raise ValueError(f"quota_bytes must be a non-negative integer, got {quota_bytes!r}")
+        changes: list[str] = []
+        with self._guard(f"ensuring bucket {name}"):
+            if not self._s3.bucket_exists(name):
+                try:
+                    self._s3.make_bucket(name)
+                    changes.append(f"bucket {name} created")
+                except S3Error as exc:
+                    if exc.code != "BucketAlreadyOwnedByYou":
+                        raise
+            status = self._s3.get_bucket_versioning(name).status
+            if versioning and status != ENABLED:
+                self._s3.set_bucket_versioning(name, VersioningConfig(ENABLED))
+                changes.append(f"bucket {name} versioning enabled")
+            elif not versioning and status == ENABLED:
+                self._s3.set_bucket_versioning(name, VersioningConfig(SUSPENDED))
+                changes.append(f"bucket {name} versioning suspended")
+            want = quota_bytes or 0
+            have = self._quota(name)
+            if want != have:
+                if want:
+                    self._admin.bucket_quota_set(name, want)
+                    changes.append(f"bucket {name} quota set to {want} bytes")
+                else:
+                    self._admin.bucket_quota_clear(name)
+                    changes.append(f"bucket {name} quota removed")
+        for change in changes:
+            log.info("objectstorage: %s", change)
+        return changes
+
+    def bucket_quota(self, name: str) -> int:
+        """The bucket's hard quota in bytes (0: none)."""
+        validate_bucket_name(name)
+        with self._guard(f"reading quota of bucket {name}"):
+            return self._quota(name)
+
+    def bucket_is_empty(self, name: str) -> bool:
+        validate_bucket_name(name)
+        with self._guard(f"listing bucket {name}"):
+            for _ in self._s3.list_objects(name, recursive=True, include_version=True):
+                return False
+            return True
+
+    def delete_bucket(self, name: str, *, purge: bool) -> bool:
+        validate_bucket_name(name)
+        with self._guard(f"deleting bucket {name}"):
+            if not self._s3.bucket_exists(name):
+                return False
+            if purge:
+                self._purge(name)
+            else:
+                for _ in self._s3.list_objects(name, recursive=True, include_version=True):
+                    raise BucketNotEmpty(name)
+            try:
+                self._s3.remove_bucket(name)
+            except S3Error as exc:
+                if exc.code == "BucketNotEmpty":
+                    raise BucketNotEmpty(name) from None
+                if exc.code == "NoSuchBucket":
+                    return False
+                raise
+        log.info("objectstorage: bucket %s deleted%s", name, " with its objects" if purge else "")
+        return True
+
+    def _purge(self, name: str) -> None:
+        batch: list[DeleteObject] = []
+
+        def flush() -> None:
+            # remove_objects is lazy: iterating it performs the deletes.
+            for err in self._s3.remove_objects(name, batch):
+                raise BackendUnavailable(
+                    BACKEND, f"deleting {err.name} from bucket {name} failed at {self.endpoint}: {err.code}")
+            batch.clear()
+
+        for obj in self._s3.list_objects(name, recursive=True, include_version=True):
+            batch.append(DeleteObject(obj.object_name, obj.version_id))
+            if len(batch) >= DELETE_BATCH:
+                flush()
+        if batch:
+            flush()
+
+    def list_buckets(self, prefix: str) -> list[str]:
+        with self._guard("listing buckets"):
+            return sorted(b.name for b in self._s3.list_buckets() if b.name.startswith(prefix))
+
+    def set_lifecycle_expiry(self, bucket: str, prefix: str, days: int) -> None:
+        validate_bucket_name(bucket)
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise ValueError(f"days must be a positive integer, got {days!r}")
+        with self._guard(f"setting lifecycle of bucket {bucket}"):
+            current = self._s3.get_bucket_lifecycle(bucket)
+            if current is not None and len(current.rules) == 1:
+                r = current.rules[0]
+                have = (r.rule_id, r.status, r.rule_filter.prefix if r.rule_filter else None,
+                        r.expiration.days if r.expiration else None,
+                        r.noncurrent_version_expiration.noncurrent_days
+                        if r.noncurrent_version_expiration else None)
+                if have == _lifecycle_rule_key(prefix, days):
+                    return
+            rule = Rule(ENABLED, rule_filter=Filter(prefix=prefix), rule_id=LIFECYCLE_RULE_ID,
+                        expiration=Expiration(days=days),
+                        noncurrent_version_expiration=NoncurrentVersionExpiration(noncurrent_days=days))
+            self._s3.set_bucket_lifecycle(bucket, LifecycleConfig([rule]))
+        log.info("objectstorage: bucket %s expires %r after %d days", bucket, prefix, days)
+
+    # -- users --
+
+    def _user_info(self, user: str) -> dict | None:
+        try:
+            return json.loads(self._admin.user_info(user))
+        except MinioAdminException as exc:
+            if _admin_code(exc) == "XMinioAdminNoSuchUser":
+                return None
+            raise
+
+    def _policy_doc(self, policy_name: str) -> Any:
+        try:
+            return self._admin.policy_info(policy_name)
+        except MinioAdminException as exc:
+            if _admin_code(exc) == "XMinioAdminNoSuchPolicy":
+                return None
+            raise
+
+    def _secret_works(self, creds: Credentials) -> bool:
+        """Sign one request with `creds`: the server tells a wrong secret or an
+        unknown key apart from a valid key lacking a permission."""
+        probe = Minio(self._host, access_key=creds.access_key, secret_key=creds.secret_key,
+                      secure=self._secure, region=self._region, http_client=self._http)
+        try:
+            probe.list_buckets()
+        except S3Error as exc:
+            if exc.code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidClientTokenId"):
+                return False
+            if exc.code != "AccessDenied":
+                raise
+        return True
+
+    def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
+                    current: Credentials | None) -> tuple[Credentials, list[str]]:
+        validate_user_name(user)
+        validate_user_name(policy_name, "policy name")
+        document = tenant_policy(buckets)
+        changes: list[str] = []
+        with self._guard(f"ensuring user {user}"):
+            existing = self._policy_doc(policy_name)
+            if existing is None or normalize_policy(existing) != normalize_policy(document):
+                self._admin.policy_add(policy_name, policy=document)
+                changes.append(f"policy {policy_name} {'created' if existing is None else 'updated'}")
+
+            info = self._user_info(user)
+            creds = current if current is not None and current.access_key == user else None
+            if info is None:
+                creds = Credentials(user, generate_secret())
+                self._admin.user_add(user, creds.secret_key)
+                changes.append(f"user {user} created")
+                info = {"status": "enabled"}
+            else:
+                is_enabled = info.get("status") == "enabled"
+                if enabled and not is_enabled:
+                    self._admin.user_enable(user)
+                    changes.append(f"user {user} enabled")
+                    info["status"] = "enabled"
+                # A disabled user cannot sign requests, so its secret cannot be
+                # checked; it is checked again once the user is enabled.
+                if creds is not None and info.get("status") == "enabled" and not self._secret_works(creds):
+                    creds = None
+                if creds is None:
+                    creds = Credentials(user, generate_secret())
+                    self._admin.user_add(user, creds.secret_key)   # sets the secret, enables the user
+                    changes.append(f"user {user} credentials replaced")
+                    info["status"] = "enabled"
+
+            attached = {p for p in (info.get("policyName") or "").split(",") if p}
+            if attached != {policy_name}:
+                self._admin.policy_set(policy_name, user=user)
+                changes.append(f"policy {policy_name} attached to user {user}")
+
+            if not enabled and info.get("status") == "enabled":
+                self._admin.user_disable(user)
+                changes.append(f"user {user} disabled")
+        for change in changes:
+            log.info("objectstorage: %s", change)
+        return creds, changes
+
+    def rotate(self, user: str, current: Credentials | None) -> Credentials:
+        validate_user_name(user)
+        with self._guard(f"rotating credentials of user {user}"):
+            info = self._user_info(user)
+            if info is None:
+                raise BackendUnavailable(BACKEND, f"cannot rotate credentials of user {user} at "
+                                                  f"{self.endpoint}: no such user")
+            creds = Credentials(user, generate_secret())
+            self._admin.user_add(user, creds.secret_key)
+            if info.get("status") != "enabled":
+                self._admin.user_disable(user)
+        log.info("objectstorage: user %s credentials rotated", user)
+        return creds
+
+    def delete_user(self, user: str, policy_name: str) -> bool:
+        validate_user_name(user)
+        validate_user_name(policy_name, "policy name")
+        deleted = False
+        with self._guard(f"deleting user {user}"):
+            if self._user_info(user) is not None:
+                self._admin.user_remove(user)
+                deleted = True
+            if self._policy_doc(policy_name) is not None:
+                self._admin.policy_remove(policy_name)
+                deleted = True
+        if deleted:
+            log.info("objectstorage: user %s and policy %s deleted", user, policy_name)
+        return deleted
+
+    def ping(self) -> None:
+        with self._guard("ping"):
+            self._s3.list_buckets()
+
+
+# --- S3 + IAM -------------------------------------------------------------------------
+
+_NOT_FOUND = ("404", "NoSuchBucket", "NotFound")
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _policy_dict(value: Any) -> Any:
+    """IAM returns policy documents URL-encoded; botocore usually decodes them."""
+    if isinstance(value, str):
+        return json.loads(unquote(value))
+    return value
+
+
+class S3IamStore:
+    backend = "s3"
+    supports_quota = False
+
+    def __init__(self, *, region: str = "us-east-1", endpoint: str = "", access_key: str = "",
+                 secret_key: str = "", iam_endpoint: str = "", s3_client: Any = None, iam_client: Any = None,
+                 connect_timeout: float = 5.0, read_timeout: float = 60.0):
+        self.region = region or "us-east-1"
+        self.endpoint = endpoint or f"s3.{self.region}.amazonaws.com"
+        if s3_client is None or iam_client is None:
+            session = boto3.session.Session(
+                aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None,
+                region_name=self.region)
+            cfg = botocore.config.Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                         retries={"max_attempts": 3, "mode": "standard"})
+            if s3_client is None:
+                s3_client = session.client("s3", endpoint_url=endpoint or None, config=cfg)
+            if iam_client is None:
+                iam_client = session.client("iam", endpoint_url=iam_endpoint or None, config=cfg)
+        self._s3 = s3_client
+        self._iam = iam_client
+
+    def __repr__(self) -> str:
+        return f"S3IamStore({self.endpoint!r})"
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise BackendUnavailable(
+                BACKEND, f"{action} failed at {self.endpoint}: {err.get('Code', '?')}: "
+                         f"{err.get('Message', '')}".rstrip()) from exc
+        except botocore.exceptions.NoCredentialsError as exc:
+            raise BackendUnavailable(BACKEND, f"{action} failed at {self.endpoint}: no credentials") from exc
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise BackendUnavailable(
+                BACKEND, f"{action} failed: cannot reach {self.endpoint} ({exc.__class__.__name__})") from exc
+
+    # -- buckets --
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self._s3.head_bucket(Bucket=name)
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _NOT_FOUND:
+                return False
+            raise
+
+    def bucket_exists(self, name: str) -> bool:
+        validate_bucket_name(name)
+        with self._guard(f"checking bucket {name}"):
+            return self._exists(name)
+
+    def ensure_bucket(self, name: str, *, quota_bytes: int | None, versioning: bool) -> list[str]:
+        validate_bucket_name(name)
+        changes: list[str] = []
+        with self._guard(f"ensuring bucket {name}"):
+            if not self._exists(name):
+                kwargs: dict = {"Bucket": name}
+                if self.region != "us-east-1":
+                    kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+                try:
+                    self._s3.create_bucket(**kwargs)
+                    changes.append(f"bucket {name} created")
+                except botocore.exceptions.ClientError as exc:
+                    if _code(exc) != "BucketAlreadyOwnedByYou":
+                        raise
+            status = self._s3.get_bucket_versioning(Bucket=name).get("Status")
+            if versioning and status != "Enabled":
+                self._s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+                changes.append(f"bucket {name} versioning enabled")
+            elif not versioning and status == "Enabled":
+                self._s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Suspended"})
+                changes.append(f"bucket {name} versioning suspended")
+        if quota_bytes:
+            log.debug("objectstorage: %s has no bucket quotas; %s gets none", self.endpoint, name)
+        for change in changes:
+            log.info("objectstorage: %s", change)
+        return changes
+
+    def _versions(self, name: str, max_keys: int = 1000) -> Iterator[dict]:
+        paginator = self._s3.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=name, PaginationConfig={"PageSize": max_keys}):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                yield {"Key": item["Key"], "VersionId": item.get("VersionId", "null")}
+
+    def bucket_is_empty(self, name: str) -> bool:
+        validate_bucket_name(name)
+        with self._guard(f"listing bucket {name}"):
+            page = self._s3.list_object_versions(Bucket=name, MaxKeys=1)
+            return not (page.get("Versions") or page.get("DeleteMarkers"))
+
+    def delete_bucket(self, name: str, *, purge: bool) -> bool:
+        validate_bucket_name(name)
+        with self._guard(f"deleting bucket {name}"):
+            if not self._exists(name):
+                return False
+            if purge:
+                batch: list[dict] = []
+                for item in self._versions(name):
+                    batch.append(item)
+                    if len(batch) >= DELETE_BATCH:
+                        self._delete_batch(name, batch)
+                if batch:
+                    self._delete_batch(name, batch)
+            else:
+                page = self._s3.list_object_versions(Bucket=name, MaxKeys=1)
+                if page.get("Versions") or page.get("DeleteMarkers"):
+                    raise BucketNotEmpty(name)
+            try:
+                self._s3.delete_bucket(Bucket=name)
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) == "BucketNotEmpty":
+                    raise BucketNotEmpty(name) from None
+                if _code(exc) in _NOT_FOUND:
+                    return False
+                raise
+        log.info("objectstorage: bucket %s deleted%s", name, " with its objects" if purge else "")
+        return True
+
+    def _delete_batch(self, name: str, batch: list[dict]) -> None:
+        resp = self._s3.delete_objects(Bucket=name, Delete={"Objects": list(batch), "Quiet": True})
+        batch.clear()
+        errors = resp.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise BackendUnavailable(BACKEND, f"deleting {first.get('Key')} from bucket {name} failed at "
+                                              f"{self.endpoint}: {first.get('Code')}")
+
+    def list_buckets(self, prefix: str) -> list[str]:
+        with self._guard("listing buckets"):
+            names = [b["Name"] for b in self._s3.list_buckets().get("Buckets", [])]
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def set_lifecycle_expiry(self, bucket: str, prefix: str, days: int) -> None:
+        validate_bucket_name(bucket)
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise ValueError(f"days must be a positive integer, got {days!r}")
+        with self._guard(f"setting lifecycle of bucket {bucket}"):
+            try:
+                rules = self._s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) != "NoSuchLifecycleConfiguration":
+                    raise
+                rules = []
+            if len(rules) == 1:
+                r = rules[0]
+                have = (r.get("ID"), r.get("Status"), (r.get("Filter") or {}).get("Prefix"),
+                        (r.get("Expiration") or {}).get("Days"),
+                        (r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays"))
+                if have == _lifecycle_rule_key(prefix, days):
+                    return
+            self._s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [{
+                "ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": prefix},
+                "Expiration": {"Days": days}, "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+            }]})
+        log.info("objectstorage: bucket %s expires %r after %d days", bucket, prefix, days)
+
+    # -- users --
+
+    def _user_exists(self, user: str) -> bool:
+        try:
+            self._iam.get_user(UserName=user)
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) == "NoSuchEntity":
+                return False
+            raise
+
+    def _keys(self, user: str) -> list[dict]:
+        keys: list[dict] = []
+        for page in self._iam.get_paginator("list_access_keys").paginate(UserName=user):
+            keys.extend(page.get("AccessKeyMetadata", []))
+        return keys
+
+    def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
+                    current: Credentials | None) -> tuple[Credentials, list[str]]:
+        validate_user_name(user)
+        validate_user_name(policy_name, "policy name")
+        document = tenant_policy(buckets)
+        changes: list[str] = []
+        with self._guard(f"ensuring user {user}"):
+            if not self._user_exists(user):
+                self._iam.create_user(UserName=user)
+                changes.append(f"user {user} created")
+                existing = None
+            else:
+                try:
+                    existing = _policy_dict(self._iam.get_user_policy(
+                        UserName=user, PolicyName=policy_name)["PolicyDocument"])
+                except botocore.exceptions.ClientError as exc:
+                    if _code(exc) != "NoSuchEntity":
+                        raise
+                    existing = None
+            if existing is None or normalize_policy(existing) != normalize_policy(document):
+                self._iam.put_user_policy(UserName=user, PolicyName=policy_name,
+                                          PolicyDocument=json.dumps(document))
+                changes.append(f"policy {policy_name} {'attached to' if existing is None else 'updated for'} "
+                               f"user {user}")
+
+            keys = self._keys(user)
+            want_status = "Active" if enabled else "Inactive"
+            creds = None
+            if current is not None and any(k["AccessKeyId"] == current.access_key for k in keys):
+                creds = current
+            for key in keys:
+                if creds is None or key["AccessKeyId"] != creds.access_key:
+                    self._iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+                    changes.append(f"access key {key['AccessKeyId']} of user {user} deleted")
+                elif key.get("Status") != want_status:
+                    self._iam.update_access_key(UserName=user, AccessKeyId=key["AccessKeyId"],
+                                                Status=want_status)
+                    changes.append(f"access key {key['AccessKeyId']} of user {user} set {want_status}")
+            if creds is None:
+                creds = self._create_key(user, want_status)
+                changes.append(f"access key {creds.access_key} of user {user} created")
+        for change in changes:
+            log.info("objectstorage: %s", change)
+        return creds, changes
+
+    def _create_key(self, user: str, status: str) -> Credentials:
+        key = self._iam.create_access_key(UserName=user)["AccessKey"]
+        creds = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+        if status != "Active":
+            self._iam.update_access_key(UserName=user, AccessKeyId=creds.access_key, Status=status)
+        return creds
+
+    def rotate(self, user: str, current: Credentials | None) -> Credentials:
+        validate_user_name(user)
+        with self._guard(f"rotating credentials of user {user}"):
+            keys = self._keys(user)
+            status = "Active"
+            if keys and all(k.get("Status") == "Inactive" for k in keys):
+                status = "Inactive"
+            # IAM allows two keys per user: drop all but the current one first,
+            # then the current one once its replacement exists.
+            keep = current.access_key if current is not None else None
+            for key in keys:
+                if key["AccessKeyId"] != keep:
+                    self._iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+            creds = self._create_key(user, status)
+            if keep and any(k["AccessKeyId"] == keep for k in keys):
+                self._iam.delete_access_key(UserName=user, AccessKeyId=keep)
+        log.info("objectstorage: user %s credentials rotated", user)
+        return creds
+
+    def delete_user(self, user: str, policy_name: str) -> bool:
+        validate_user_name(user)
+        validate_user_name(policy_name, "policy name")
+        with self._guard(f"deleting user {user}"):
+            if not self._user_exists(user):
+                return False
+            for key in self._keys(user):
+                self._iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+            for page in self._iam.get_paginator("list_user_policies").paginate(UserName=user):
+                for name in page.get("PolicyNames", []):
+                    self._iam.delete_user_policy(UserName=user, PolicyName=name)
+            for page in self._iam.get_paginator("list_attached_user_policies").paginate(UserName=user):
+                for pol in page.get("AttachedPolicies", []):
+                    self._iam.detach_user_policy(UserName=user, PolicyArn=pol["PolicyArn"])
+            self._iam.delete_user(UserName=user)
+        log.info("objectstorage: user %s deleted", user)
+        return True
+
+    def ping(self) -> None:
+        with self._guard("ping"):
+            self._s3.list_buckets()
+
+
+def make_objectstore(cfg: config.ObjectStorageConfig) -> ObjectStore:
+    if cfg.backend == "minio":
+        if not cfg.endpoint:
+            raise ConfigError("objectStorage.endpoint", "is required for the minio backend")
+        return MinioStore(cfg.endpoint, cfg.access_key, cfg.secret_key, cfg.region)
+    if cfg.backend == "s3":
+        return S3IamStore(region=cfg.region, endpoint=cfg.endpoint, access_key=cfg.access_key,
+                          secret_key=cfg.secret_key)
+    raise ConfigError("objectStorage.backend", f"must be minio or s3, got {cfg.backend!r}")
+
+
+__all__ = [
+    "BACKEND", "BucketNotEmpty", "Credentials", "InvalidBucketName", "MinioStore", "ObjectStore",
+    "S3IamStore", "make_objectstore", "normalize_policy", "tenant_policy", "validate_bucket_name",
+]

@@ -1,0 +1,184 @@
+"""kopf wiring only. Each Tenant gets one daemon that runs reconciles one at
+a time: on start, whenever the Tenant or one of its objects changes (watch
+events wake it), and every `drift_interval` otherwise. Deletion goes through
+the on.delete handler and the lifecycle module.
+
+The operator's view of the objects it owns comes from kopf indexes fed by
+label-selected watches, so checking a tenant for drift costs no API call."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import kopf
+
+from tenant_operator import GROUP, PLURAL, VERSION, lifecycle, naming, render
+from tenant_operator import config as config_mod
+from tenant_operator import metrics
+from tenant_operator.kube.client import Kube
+from tenant_operator.provisioning import build_backends
+from tenant_operator.reconciler import Reconciler
+
+log = logging.getLogger("tenant_operator")
+
+# (group, version, plural) of every kind the operator creates for a tenant.
+OWNED = (
+    ("", "v1", "namespaces"),
+    ("", "v1", "secrets"),
+    ("", "v1", "resourcequotas"),
+    ("", "v1", "limitranges"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("networking.k8s.io", "v1", "ingresses"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("batch", "v1", "cronjobs"),
+)
+OWNED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY},{naming.LABEL_TENANT}"
+CONFIG_PATH: str = ""   # set by the CLI before kopf starts
+
+
+class State:
+    """Process-wide state, kept in kopf's memo."""
+
+    def __init__(self, cfg: config_mod.OperatorConfig):
+        self.cfg = cfg
+        self.kube = Kube.from_environment(cfg.field_manager, pool_size=cfg.workers * 2)
+        self.backends = build_backends(cfg, self.kube)
+        self.reconciler = Reconciler(cfg, self.kube, self.backends)
+        self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
+        self.triggers: dict[str, asyncio.Event] = {}
+
+    def wake(self, tenant: str) -> None:
+        event = self.triggers.get(tenant)
+        if event is not None:
+            event.set()
+
+
+def _compact(body: kopf.Body) -> dict:
+    """A plain copy of an owned object without the bulky managedFields."""
+    obj = copy.deepcopy(dict(body))
+    obj["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+    return obj
+
+
+def _index_id(plural: str) -> str:
+    return f"owned_{plural}"
+
+
+def live_objects(tenant: str, indexes: dict) -> dict:
+    out = {}
+    for _group, _version, plural in OWNED:
+        for obj in indexes[_index_id(plural)].get(tenant, []):
+            out[render.object_key(obj)] = obj
+    return out
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    cfg = config_mod.load(CONFIG_PATH) if CONFIG_PATH else config_mod.from_dict({})
+    settings.persistence.finalizer = naming.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.tenancy.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kopf.tenancy.dev", key="last-handled-configuration")
+    # Only explicit events reach the Tenant; kopf's own log lines stay in the log.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    for group, version, plural in OWNED:
+        settings.watching.label_selectors[(group or "v1", plural)] = OWNED_SELECTOR
+    memo.state = State(cfg)
+    metrics.start_if_configured()
+    log.info("tenant-operator started: %d workers, drift check every %ss", cfg.workers, cfg.drift_interval)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_) -> None:
+    state: State | None = getattr(memo, "state", None)
+    if state:
+        state.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _register_owned(group: str, version: str, plural: str) -> None:
+    resource = (group, version, plural) if group else (version, plural)
+
+    @kopf.index(*resource, id=_index_id(plural), labels={naming.LABEL_TENANT: kopf.PRESENT})
+    def _owned_index(body: kopf.Body, labels, **_):
+        return {labels[naming.LABEL_TENANT]: _compact(body)}
+
+    @kopf.on.event(*resource, id=f"wake_{plural}", labels={naming.LABEL_TENANT: kopf.PRESENT})
+    def _owned_changed(labels, memo: kopf.Memo, **_):
+        state: State | None = getattr(memo, "state", None)
+        if state:
+            state.wake(labels[naming.LABEL_TENANT])
+
+
+for _g, _v, _p in OWNED:
+    _register_owned(_g, _v, _p)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def tenant_changed(name, memo: kopf.Memo, **_) -> None:
+    state: State | None = getattr(memo, "state", None)
+    if state:
+        state.wake(name)
+
+
+async def _wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=30.0)
+async def reconcile_daemon(name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
+                           memo: kopf.Memo, **kwargs) -> None:
+    state: State = memo.state
+    trigger = state.triggers.setdefault(name, asyncio.Event())
+    loop = asyncio.get_running_loop()
+    try:
+        while not stopped:
+            trigger.clear()
+            snapshot = copy.deepcopy(dict(body))
+            if snapshot.get("metadata", {}).get("deletionTimestamp"):
+                return
+            live = live_objects(name, kwargs)
+            started = time.monotonic()
+            try:
+                result = await loop.run_in_executor(state.executor, state.reconciler.reconcile, snapshot, live)
+            except Exception as exc:  # noqa: BLE001 - keep the loop alive, back off
+                log.exception("reconcile of tenant %s failed", name)
+                metrics.RECONCILE_ERRORS.inc()
+                kopf.warn(body, reason="ReconcileError", message=str(exc)[:500])
+                await _wait(trigger, stopped, 30.0)
+                continue
+            metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+            metrics.set_phase(name, result.phase)
+            for etype, reason, message in result.events:
+                kopf.event(body, type=etype, reason=reason, message=message[:1000])
+            await _wait(trigger, stopped, result.retry_after or state.cfg.drift_interval)
+            # Coalesce bursts of watch events (our own writes echo back).
+            if trigger.is_set() and not stopped:
+                await asyncio.sleep(0.2)
+    finally:
+        state.triggers.pop(name, None)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="delete")
+async def on_delete(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs) -> None:
+    state: State = memo.state
+    snapshot = copy.deepcopy(dict(body))
+    live = live_objects(name, kwargs)
+    loop = asyncio.get_running_loop()
+    step = await loop.run_in_executor(state.executor, lifecycle.advance, state, snapshot, live)
+    for etype, reason, message in step.events:
+        kopf.event(body, type=etype, reason=reason, message=message[:1000])
+    if not step.done:
+        raise kopf.TemporaryError(step.message, delay=step.retry_after)
+    metrics.forget(name)

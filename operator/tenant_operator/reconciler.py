@@ -1,0 +1,234 @@
+"""One reconcile of one Tenant: parse, render, sync backends, apply, prune,
+report. Synchronous (the kubernetes, pymysql, minio and pika clients are),
+run by the handlers in a bounded thread pool. Level-triggered: it converges
+from whatever it finds, and sends nothing when nothing differs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from kubernetes.client.rest import ApiException
+
+from tenant_operator import naming, render, spec, status
+from tenant_operator.components import ComponentResult
+from tenant_operator.config import OperatorConfig
+from tenant_operator.errors import SpecError
+from tenant_operator.kube.client import Kube
+from tenant_operator.kube.diff import needs_apply, with_hash
+from tenant_operator.status import Condition
+
+log = logging.getLogger(__name__)
+
+# Component label -> condition type, for the Kubernetes-only components.
+KUBE_COMPONENTS = {
+    "namespace": "NamespaceReady",
+    "network": "NetworkReady",
+    "quota": "QuotaReady",
+    "rbac": "QuotaReady",       # the admin Role is reported with the namespace guard rails
+    "ingress": "IngressReady",
+}
+# Components whose objects the reconciler may prune. The namespace is never
+# pruned here: only the deletion lifecycle removes it.
+PRUNABLE = {"network", "quota", "rbac", "ingress", "mysql", "objectstorage", "rabbitmq", "backup"}
+
+Key = tuple[str, str, str, str]
+
+
+@dataclass
+class ReconcileResult:
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    writes: int = 0
+    retry_after: float | None = None   # seconds, when something failed
+    phase: str = ""
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"API server said {exc.status} {exc.reason}"
+    return str(exc) or type(exc).__name__
+
+
+class Reconciler:
+    def __init__(self, cfg: OperatorConfig, kube: Kube, backends: list | None = None):
+        self.cfg = cfg
+        self.kube = kube
+        self.backends = backends or []    # objects with .sync(t, live, now) -> ComponentResult | None
+        self._failures: dict[str, int] = {}
+
+    # --- helpers -------------------------------------------------------------
+
+    def _backoff(self, name: str, failed: bool) -> float | None:
+        if not failed:
+            self._failures.pop(name, None)
+            return None
+        n = self._failures[name] = self._failures.get(name, 0) + 1
+        return min(300.0, 5.0 * 2 ** (n - 1))
+
+    def _write_status(self, body: dict, desired: dict) -> int:
+        patch = status.status_patch(body.get("status") or {}, desired)
+        if not patch:
+            return 0
+        self.kube.patch_status("Tenant", body["metadata"]["name"], patch)
+        return 1
+
+    # --- the reconcile -------------------------------------------------------------
+
+    def reconcile_terminating(self, body: dict, live: dict[Key, dict], t: spec.Tenant,
+                              deletion: dict) -> ReconcileResult:
+        """Keep a deleted tenant suspended during its grace period and report it."""
+        return self.reconcile(body, live, model=t, deletion=deletion)
+
+    def reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None = None,
+                  deletion: dict | None = None) -> ReconcileResult:
+        name = body["metadata"]["name"]
+        result = ReconcileResult()
+        current = body.get("status") or {}
+        try:
+            t = model or spec.parse(body, self.cfg)
+        except SpecError as exc:
+            cond = Condition("SpecValid", False, "InvalidSpec", str(exc))
+            desired = status.desired_status(
+                current, generation=int(body["metadata"].get("generation") or 0),
+                namespace=current.get("namespace", ""), conditions=[cond], suspended=False, invalid=True)
+            result.writes += self._write_status(body, desired)
+            if result.writes:
+                result.events.append(("Warning", "InvalidSpec", str(exc)))
+            result.phase = "Invalid"
+            return result
+
+        desired_objs: list[tuple[str, dict]] = []   # (component, object)
+        for obj in render.render_tenant(t, self.cfg):
+            desired_objs.append((obj["metadata"]["labels"][naming.LABEL_COMPONENT], obj))
+
+        conditions: dict[str, Condition] = {}
+        extra_status: dict = {}
+        failed = False
+
+        # Namespace first: nothing else can exist without it.
+        errors: dict[str, str] = {}
+        applied: list[str] = []
+        ns_objs = [o for c, o in desired_objs if c == "namespace"]
+        for obj in ns_objs:
+            try:
+                if self._apply(obj, live):
+                    result.writes += 1
+                    applied.append(f"Namespace/{obj['metadata']['name']}")
+            except Exception as exc:  # noqa: BLE001 - reported in status, retried
+                errors["namespace"] = _message(exc)
+        ns_live = live.get(render.object_key(ns_objs[0]))
+        if "namespace" not in errors and ns_live and ns_live.get("status", {}).get("phase") == "Terminating":
+            errors["namespace"] = f"namespace {t.namespace} is still terminating; waiting for it to go"
+
+        # Backends produce conditions plus Secrets/CronJobs to apply.
+        backend_results: list[ComponentResult] = []
+        if "namespace" not in errors:
+            for backend in self.backends:
+                res = backend.sync(t, live)
+                if res is None:
+                    continue
+                backend_results.append(res)
+                conditions[res.condition.type] = res.condition
+                extra_status.update(res.status)
+                result.events.extend(res.events)
+                failed |= res.failed
+                for obj in res.objects:
+                    desired_objs.append((obj["metadata"]["labels"][naming.LABEL_COMPONENT], obj))
+
+        if "namespace" not in errors:
+            for component, obj in desired_objs:
+                if component == "namespace":
+                    continue
+                try:
+                    if self._apply(obj, live):
+                        result.writes += 1
+                        applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
+                except Exception as exc:  # noqa: BLE001
+                    errors.setdefault(component, f"{obj['kind']} {obj['metadata']['name']}: {_message(exc)}")
+            pruned = self._prune(t, desired_objs, live, errors)
+            result.writes += len(pruned)
+            if pruned:
+                result.events.append(("Normal", "Pruned", "removed objects no longer wanted: " + ", ".join(pruned)))
+        if applied:
+            result.events.append(("Normal", "Applied", "created or updated " + ", ".join(applied)))
+
+        conditions.update(self._kube_conditions(t, errors))
+        for res in backend_results:
+            # A backend's own object (Secret, CronJob) failed to apply: that backend is not ready.
+            if res.component in errors and res.condition.status is not False:
+                conditions[res.condition.type] = Condition(res.condition.type, False, "ApplyFailed",
+                                                           errors[res.component])
+        failed |= bool(errors)
+
+        ordered = [conditions[c] for c in status.COMPONENT_CONDITIONS if c in conditions]
+        if deletion is not None:
+            extra_status["deletion"] = deletion
+        desired = status.desired_status(current, generation=t.generation, namespace=t.namespace,
+                                        conditions=ordered, suspended=t.suspended, extra=extra_status,
+                                        deletion=deletion)
+        result.phase = desired["phase"]
+        if current.get("phase") != desired["phase"] and desired["phase"] in ("Ready", "Degraded", "Suspended"):
+            kind = "Warning" if desired["phase"] == "Degraded" else "Normal"
+            ready = desired["conditions"][0]
+            result.events.append((kind, desired["phase"], ready["message"]))
+        try:
+            result.writes += self._write_status(body, desired)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            failed = True   # a newer object exists; the next pass sees it
+        result.retry_after = self._backoff(name, failed)
+        return result
+
+    def _apply(self, obj: dict, live: dict[Key, dict]) -> bool:
+        desired = with_hash(obj)
+        current = live.get(render.object_key(obj))
+        if not needs_apply(desired, current):
+            return False
+        started = time.monotonic()
+        self.kube.apply(desired)
+        log.debug("applied %s/%s in %.3fs", obj["kind"], obj["metadata"]["name"], time.monotonic() - started)
+        return True
+
+    def _prune(self, t: spec.Tenant, desired_objs, live: dict[Key, dict], errors: dict[str, str]) -> list[str]:
+        wanted = {render.object_key(o) for _, o in desired_objs}
+        pruned = []
+        for key, obj in live.items():
+            component = obj["metadata"].get("labels", {}).get(naming.LABEL_COMPONENT, "")
+            if key in wanted or component not in PRUNABLE or key[2] != t.namespace:
+                continue
+            try:
+                if self.kube.delete(key[1], key[3], key[2]):
+                    pruned.append(f"{key[1]}/{key[3]}")
+            except Exception as exc:  # noqa: BLE001
+                errors.setdefault(component, f"cannot remove {key[1]} {key[3]}: {_message(exc)}")
+        return pruned
+
+    def _kube_conditions(self, t: spec.Tenant, errors: dict[str, str]) -> dict[str, Condition]:
+        def cond(ctype: str, components: tuple[str, ...], ok_reason: str, ok_msg: str) -> Condition:
+            for comp in components:
+                if comp in errors:
+                    return Condition(ctype, False, "ApplyFailed", errors[comp])
+            return Condition(ctype, True, ok_reason, ok_msg)
+
+        out = {
+            "NamespaceReady": cond("NamespaceReady", ("namespace",), "Created", f"namespace {t.namespace}"),
+            "NetworkReady": cond("NetworkReady", ("network",), "PoliciesApplied",
+                                 "default-deny with same-namespace, ingress-controller, DNS and shared-service allowances"),
+            "QuotaReady": cond("QuotaReady", ("quota", "rbac"), "Applied",
+                               f"{t.tier} quota and limits applied"),
+        }
+        if t.ingress is None or not t.domains:
+            out["IngressReady"] = cond("IngressReady", ("ingress",), "NotRequested", "no domains in spec")
+        elif not t.ingress.enabled:
+            out["IngressReady"] = cond("IngressReady", ("ingress",), "Disabled", "spec.ingress.enabled is false")
+        elif t.suspended:
+            out["IngressReady"] = cond("IngressReady", ("ingress",), "Suspended", "ingress removed while suspended")
+        else:
+            out["IngressReady"] = cond("IngressReady", ("ingress",), "Routed",
+                                       f"{len(t.domains)} domain(s) routed to {t.ingress.service}:{t.ingress.port}")
+        if "namespace" in errors:
+            for ctype in ("NetworkReady", "QuotaReady", "IngressReady"):
+                out[ctype] = Condition(ctype, False, "NamespaceNotReady", errors["namespace"])
+        return out
