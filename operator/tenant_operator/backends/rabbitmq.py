@@ -266,7 +266,7 @@ class RabbitMQBackend:
         perms = self._get(f"{upath}/permissions") or []
         for perm in perms:
             other = perm.get("vhost")
-            if enabled and other == vhost:
+            if not isinstance(other, str) or (enabled and other == vhost):
                 continue
             if self._delete(f"/api/permissions/{_seg(other)}/{_seg(user)}"):
                 changes.append(f"user {user} permissions on vhost {other} revoked")
@@ -339,9 +339,12 @@ class RabbitMQBackend:
         except pika.exceptions.ProbableAuthenticationError:
             raise BackendUnavailable(BACKEND, f"{self._amqp_endpoint(vhost)}: authentication failed "
                                               "for the admin user") from None
-        except pika.exceptions.ProbableAccessDeniedError:
-            raise BackendUnavailable(BACKEND, f"{self._amqp_endpoint(vhost)}: the admin user may not "
-                                              "access the vhost") from None
+        except pika.exceptions.ProbableAccessDeniedError as exc:
+            # e.g. "NOT_ALLOWED - access to vhost 't1' refused for user 'admin': connection limit (50)
+            # is reached": names vhost and user only.
+            match = re.search(r"\(\d+\) (['\"])(.+?)\1", str(exc))
+            reason = match.group(2) if match else "access to the vhost refused"
+            raise BackendUnavailable(BACKEND, f"{self._amqp_endpoint(vhost)}: {reason}") from None
         except pika.exceptions.AMQPError as exc:
             raise BackendUnavailable(BACKEND, f"{self._amqp_endpoint(vhost)}: cannot connect "
                                               f"({type(exc).__name__})") from None
@@ -354,7 +357,14 @@ class RabbitMQBackend:
         Operator-managed queues (durable, not exclusive/auto-delete, named
         f"{vhost}.…") that are no longer wanted are deleted only when empty; a
         non-empty one is unbound from the exchange (so it can drain) and kept.
-        Returns (changes, names of the kept non-empty queues)."""
+        Returns (changes, names of the kept non-empty queues).
+
+        The current state is read from the management API (existence and
+        bindings show there at once; message counts do not, so emptiness is
+        left to the broker via queue.delete if-empty). The AMQP connection is
+        opened only when something has to change: the admin's connection
+        counts against the vhost's max-connections, which a busy tenant may
+        have used up."""
         validate_name(vhost, "vhost")
         validate_name(exchange, "exchange")
         for name, key in queues.items():
@@ -364,16 +374,17 @@ class RabbitMQBackend:
         prefix = f"{vhost}."
         changes = self._ensure_admin_permissions(vhost)
 
-        # Current state from the management API (existence and bindings are
-        # immediate there; message counts are not, so emptiness is left to
-        # the broker via queue.delete if-empty).
         ex = self._get(f"/api/exchanges/{_seg(vhost)}/{_seg(exchange)}", missing_ok=True)
+        if ex is not None and (ex.get("type") != "topic" or not ex.get("durable")):
+            raise BackendUnavailable(BACKEND, f"{self._amqp_endpoint(vhost)}: exchange {exchange} exists "
+                                              f"with type {ex.get('type')!r}, durable={ex.get('durable')}; "
+                                              "expected a durable topic exchange")
         listed = self._get(f"/api/queues/{_seg(vhost)}",
                            params={"columns": "name,durable,auto_delete,exclusive"}) or []
-        existing = {q["name"] for q in listed if q.get("name")}
+        existing = {q["name"]: q for q in listed if q.get("name")}
         stale = sorted(
-            q["name"] for q in listed
-            if q.get("name", "").startswith(prefix) and q["name"] not in queues
+            name for name, q in existing.items()
+            if name.startswith(prefix) and name not in queues
             and q.get("durable") and not q.get("auto_delete") and not q.get("exclusive")
         )
         bindings: dict[str, set[str]] = {}
@@ -382,10 +393,14 @@ class RabbitMQBackend:
                 if b.get("destination_type") == "queue":
                     bindings.setdefault(b.get("destination"), set()).add(b.get("routing_key", ""))
 
-        if ex is not None and (ex.get("type") != "topic" or not ex.get("durable")):
-            raise BackendUnavailable(BACKEND, f"{self._amqp_endpoint(vhost)}: exchange {exchange} exists "
-                                              f"with type {ex.get('type')!r}, durable={ex.get('durable')}; "
-                                              "expected a durable topic exchange")
+        def queue_ok(name: str) -> bool:
+            q = existing.get(name)
+            return bool(q and q.get("durable") and not q.get("auto_delete") and not q.get("exclusive"))
+
+        if (ex is not None and not stale and all(queue_ok(n) for n in queues)
+                and all(bindings.get(n, set()) == {k} for n, k in queues.items())):
+            self._log(changes)
+            return changes, []
 
         kept: list[str] = []
         endpoint = self._amqp_endpoint(vhost)
@@ -406,6 +421,8 @@ class RabbitMQBackend:
                     ch.queue_unbind(queue=name, exchange=exchange, routing_key=key)
                     changes.append(f"queue {name} unbound from {exchange} ({key}); kept: it holds messages")
 
+            # Declares double as verification: the broker refuses (406) an
+            # existing exchange or queue whose properties differ.
             ch.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
             if ex is None:
                 changes.append(f"exchange {exchange} created")
