@@ -47,6 +47,10 @@ def _like_literal(text: str) -> str:
     return text
 
 
+def _owned(name: str, prefix: str, suffix: str) -> bool:
+    return name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+
+
 def _grant_database(database: str) -> str:
     """The quoted database name for GRANT. '_' and '%' are wildcards in a GRANT's
     database part, so `a_b_db` would also cover `aXbXdb`; escaping them keeps a
@@ -115,6 +119,7 @@ class MySQLBackend:
         # Bounds a hung server; generous because DROP DATABASE of a big schema is slow.
         self._read_timeout = read_timeout
         self._slots = threading.BoundedSemaphore(pool_size)
+        self._acquire_timeout = max(30.0, connect_timeout * 2)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -122,7 +127,8 @@ class MySQLBackend:
 
     @property
     def _where(self) -> str:
-        return f"{self.server.host}:{self.server.port}"
+        host = self.server.host
+        return f"[{host}]:{self.server.port}" if ":" in host else f"{host}:{self.server.port}"
 
     # --- pool ------------------------------------------------------------------------
 
@@ -158,7 +164,7 @@ class MySQLBackend:
     def _acquire(self) -> tuple[Any, bool]:
         if self._closed:
             raise BackendUnavailable("mysql", f"{self._where}: client is closed")
-        if not self._slots.acquire(timeout=max(30.0, self._connect_timeout * 2)):
+        if not self._slots.acquire(timeout=self._acquire_timeout):
             raise BackendUnavailable("mysql", f"{self._where}: no free connection in the pool")
         with self._lock:
             if self._idle:
@@ -446,10 +452,8 @@ class MySQLBackend:
             users = s.rows(f"SELECT User AS name FROM mysql.user WHERE Host = %s AND User LIKE %s "
                            f"ESCAPE '{_LIKE_ESCAPE}'", (self.server.user_host, user_pattern))
             # Re-check exactly: SCHEMATA comparisons may be case-insensitive.
-            return (sorted(r["name"] for r in dbs
-                           if r["name"].startswith(prefix) and r["name"].endswith("_db")),
-                    sorted(r["name"] for r in users
-                           if r["name"].startswith(prefix) and r["name"].endswith("_user")))
+            return (sorted(r["name"] for r in dbs if _owned(r["name"], prefix, "_db")),
+                    sorted(r["name"] for r in users if _owned(r["name"], prefix, "_user")))
 
         return self._run(f"list accounts of {tenant_id}", op)
 
