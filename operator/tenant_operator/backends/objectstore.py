@@ -154,7 +154,10 @@ def normalize_policy(doc: Any) -> Any:
     """A comparable form of a policy document: servers reorder actions and
     resources and may turn one-element lists into strings."""
     if isinstance(doc, str | bytes):
-        doc = json.loads(doc)
+        try:
+            doc = json.loads(doc)
+        except ValueError:
+            return None
     if not isinstance(doc, dict):
         return None
     statements = doc.get("Statement") or []
@@ -532,20 +535,29 @@ class S3IamStore:
     def __repr__(self) -> str:
         return f"S3IamStore({self.endpoint!r})"
 
+    @property
+    def iam_endpoint(self) -> str:
+        return str(getattr(self._iam.meta, "endpoint_url", "") or "IAM")
+
     @contextmanager
-    def _guard(self, action: str) -> Iterator[None]:
+    def _guard(self, action: str, iam: bool = False) -> Iterator[None]:
+        where = self.iam_endpoint if iam else self.endpoint
         try:
             yield
         except botocore.exceptions.ClientError as exc:
             err = exc.response.get("Error", {})
             raise BackendUnavailable(
-                BACKEND, f"{action} failed at {self.endpoint}: {err.get('Code', '?')}: "
+                BACKEND, f"{action} failed at {where}: {err.get('Code', '?')}: "
                          f"{err.get('Message', '')}".rstrip()) from exc
         except botocore.exceptions.NoCredentialsError as exc:
-            raise BackendUnavailable(BACKEND, f"{action} failed at {self.endpoint}: no credentials") from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise BackendUnavailable(BACKEND, f"{action} failed at {where}: no credentials") from exc
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                botocore.exceptions.ReadTimeoutError, OSError) as exc:
             raise BackendUnavailable(
-                BACKEND, f"{action} failed: cannot reach {self.endpoint} ({exc.__class__.__name__})") from exc
+                BACKEND, f"{action} failed: cannot reach {where} ({exc.__class__.__name__})") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise BackendUnavailable(
+                BACKEND, f"{action} failed at {where} ({exc.__class__.__name__})") from exc
 
     # -- buckets --
 
@@ -691,7 +703,7 @@ class S3IamStore:
         validate_user_name(policy_name, "policy name")
         document = tenant_policy(buckets)
         changes: list[str] = []
-        with self._guard(f"ensuring user {user}"):
+        with self._guard(f"ensuring user {user}", iam=True):
             if not self._user_exists(user):
                 self._iam.create_user(UserName=user)
                 changes.append(f"user {user} created")
@@ -739,7 +751,7 @@ class S3IamStore:
 
     def rotate(self, user: str, current: Credentials | None) -> Credentials:
         validate_user_name(user)
-        with self._guard(f"rotating credentials of user {user}"):
+        with self._guard(f"rotating credentials of user {user}", iam=True):
             keys = self._keys(user)
             status = "Active"
             if keys and all(k.get("Status") == "Inactive" for k in keys):
@@ -759,7 +771,7 @@ class S3IamStore:
     def delete_user(self, user: str, policy_name: str) -> bool:
         validate_user_name(user)
         validate_user_name(policy_name, "policy name")
-        with self._guard(f"deleting user {user}"):
+        with self._guard(f"deleting user {user}", iam=True):
             if not self._user_exists(user):
                 return False
             for key in self._keys(user):
