@@ -34,7 +34,7 @@ def _expand(value, key: str):
             return os.environ[name]
         return _ENV_REF.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _expand(v, f"{key}.{k}") for k, v in value.items()}
+        return {k: _expand(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand(v, f"{key}[{i}]") for i, v in enumerate(value)]
     return value

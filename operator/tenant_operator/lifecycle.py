@@ -50,7 +50,9 @@ def tenant_for_deletion(body: dict, cfg) -> spec.Tenant:
         return spec.parse(body, cfg)
     except SpecError:
         name = body["metadata"]["name"]
-        deletion = (body.get("spec") or {}).get("deletion") or {}
+        raw = body.get("spec")
+        deletion = raw.get("deletion") if isinstance(raw, dict) else None
+        deletion = deletion if isinstance(deletion, dict) else {}
         policy = deletion.get("policy") if deletion.get("policy") in spec.DELETION_POLICIES else "Delete"
         return spec.Tenant(name=name, namespace=naming.namespace(name, cfg.namespace_prefix), tier="standard",
                            deletion=spec.Deletion(grace_period=cfg.default_grace_period, policy=policy))

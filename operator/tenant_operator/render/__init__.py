@@ -8,6 +8,7 @@ No I/O here: the same functions feed the operator, `tenant-operator render`
 from __future__ import annotations
 
 import base64
+import json
 from functools import cache
 
 import jinja2
@@ -16,6 +17,13 @@ import yaml
 from tenant_operator import naming
 from tenant_operator.config import OperatorConfig
 from tenant_operator.spec import Tenant
+
+
+def _json(value, **kwargs) -> str:
+    """JSON that is also a safe YAML double-quoted scalar: YAML refuses raw C0/C1
+    control characters and DEL, and folds NEL/U+2028/U+2029 as line breaks, so
+    everything outside printable ASCII is written as a \\u escape."""
+    return json.dumps(value, **kwargs).replace("\x7f", "\\u007f")
 
 
 def _b64(value: str | bytes) -> str:
@@ -32,7 +40,8 @@ def _env() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["b64"] = _b64
-    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+    env.policies["json.dumps_function"] = _json
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": True}
     return env
 
 
