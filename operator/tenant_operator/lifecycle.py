@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tenant_operator import naming, spec, status
-from tenant_operator.durations import format_duration
+from tenant_operator.durations import format_duration, parse_duration
 from tenant_operator.errors import BackendUnavailable, SpecError
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,15 @@ def tenant_for_deletion(body: dict, cfg) -> spec.Tenant:
         deletion = raw.get("deletion") if isinstance(raw, dict) else None
         deletion = deletion if isinstance(deletion, dict) else {}
         policy = deletion.get("policy") if deletion.get("policy") in spec.DELETION_POLICIES else "Delete"
+        # Keep the grace period the tenant asked for when that field itself is valid:
+        # an unrelated invalid field must not shorten the time data is kept.
+        try:
+            grace = parse_duration(deletion["gracePeriod"]) if "gracePeriod" in deletion \
+                else cfg.default_grace_period
+        except ValueError:
+            grace = cfg.default_grace_period
         return spec.Tenant(name=name, namespace=naming.namespace(name, cfg.namespace_prefix), tier="standard",
-                           deletion=spec.Deletion(grace_period=cfg.default_grace_period, policy=policy))
+                           deletion=spec.Deletion(grace_period=grace, policy=policy))
 
 
 def plan(t: spec.Tenant) -> tuple[str, ...]:
@@ -65,7 +72,7 @@ def plan(t: spec.Tenant) -> tuple[str, ...]:
 
 
 def advance(state, body: dict, live: dict, now: datetime | None = None) -> Step:
-    cfg, kube = state.cfg, state.kube
+    cfg = state.cfg
     now = now or datetime.now(UTC)
     t = tenant_for_deletion(body, cfg)
     current = body.get("status") or {}
@@ -93,10 +100,14 @@ def advance(state, body: dict, live: dict, now: datetime | None = None) -> Step:
         deletion["finalBackup"] = _final_backup(state, suspended)
         if deletion["finalBackup"].get("error"):
             events.append(("Warning", "FinalBackupFailed", deletion["finalBackup"]["error"]))
-    state.reconciler.reconcile_terminating(body, live, suspended, deletion)
-
     purge_after = _parse_time(deletion["purgeAfter"])
-    if now < purge_after and not t.purge_now:
+    purging = now >= purge_after or t.purge_now
+    if purging:
+        deletion.setdefault("purgeStartedAt", _iso(now))
+        state.reconciler.report_terminating(body, deletion)
+    else:
+        state.reconciler.reconcile_terminating(body, live, suspended, deletion)
+    if not purging:
         remaining = (purge_after - now).total_seconds()
         return Step(False, f"grace period: purge after {deletion['purgeAfter']}",
                     retry_after=max(1.0, min(remaining, cfg.deletion_poll_interval)), events=events)
@@ -109,17 +120,17 @@ def advance(state, body: dict, live: dict, now: datetime | None = None) -> Step:
             finished, detail = _run_step(state, t, step, live)
         except BackendUnavailable as exc:
             deletion["waitingOn"] = f"{step}: {exc}"
-            state.reconciler.reconcile_terminating(body, live, suspended, deletion)
+            state.reconciler.report_terminating(body, deletion)
             return Step(False, f"purge step {step} waits on {exc}", retry_after=30.0, events=events)
         if not finished:
             deletion["waitingOn"] = f"{step}: {detail}"
-            state.reconciler.reconcile_terminating(body, live, suspended, deletion)
+            state.reconciler.report_terminating(body, deletion)
             return Step(False, f"purge step {step}: {detail}", retry_after=5.0, events=events)
         completed.append(step)
         deletion["completedSteps"] = completed
         deletion.pop("waitingOn", None)
         events.append(("Normal", "PurgeStep", f"{step}: {detail}"))
-        state.kube.patch_status("Tenant", t.name, {"deletion": deletion})
+        state.reconciler.report_terminating(body, deletion)
 
     if t.deletion.policy == "Retain":
         events.append(("Normal", "DataRetained", "retained: " + ", ".join(_retained(state, t)) +

@@ -29,7 +29,13 @@ MYSQL_USER_MAX = 32
 BUCKET_MAX = 63
 
 TENANT_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")   # at most 40 chars
-SERVICE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,22}[a-z0-9])?$")    # at most 24 chars
+# S3 reserves bucket names starting with these; tenant names start bucket names.
+RESERVED_TENANT_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+# Service and bucket names carry no separator, so `<tenant>_<service>` and
+# `<tenant>-<bucket>` can be split back unambiguously: tenant `a-b` + service `c`
+# and tenant `a` + service `b-c` would otherwise both give `a_b_c_db`.
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9]{0,23}$")                # at most 24 chars
+QUEUE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,22}[a-z0-9])?$")      # queues are `<tenant>.<name>`: no ambiguity
 SQL_IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 

@@ -80,6 +80,22 @@ class Reconciler:
         """Keep a deleted tenant suspended during its grace period and report it."""
         return self.reconcile(body, live, model=t, deletion=deletion)
 
+    def report_terminating(self, body: dict, deletion: dict) -> int:
+        """Status only (no applies): used while purging, when the namespace is going away."""
+        current = body.get("status") or {}
+        kept = [Condition(c["type"], {"True": True, "False": False}.get(c["status"]), c.get("reason", ""),
+                          c.get("message", ""))
+                for c in current.get("conditions") or [] if c["type"] in status.COMPONENT_CONDITIONS]
+        desired = status.desired_status(
+            current, generation=int(body["metadata"].get("generation") or 0),
+            namespace=current.get("namespace", ""), conditions=kept, suspended=True,
+            extra={"deletion": deletion}, deletion=deletion)
+        written = self._write_status(body, desired)
+        if written:
+            # Later steps of the same pass compare against what was just written.
+            body["status"] = {**current, **desired}
+        return written
+
     def reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None = None,
                   deletion: dict | None = None) -> ReconcileResult:
         name = body["metadata"]["name"]

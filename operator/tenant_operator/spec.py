@@ -177,7 +177,8 @@ def _object_storage(spec: dict, tier: dict) -> ObjectStorage | None:
     if raw is None:
         return None
     buckets = _names(_get(raw, "buckets", "spec.objectStorage", list, []),
-                     "spec.objectStorage.buckets", naming.SERVICE_NAME, "bucket name (a-z, 0-9, '-')")
+                     "spec.objectStorage.buckets", naming.SERVICE_NAME,
+                     "bucket name (a-z then a-z/0-9, at most 24 chars)")
     if "backups" in buckets:
         raise SpecError("spec.objectStorage.buckets", "'backups' is reserved for the backups bucket")
     quota = _get(raw, "quotaGiB", "spec.objectStorage", int, tier["objectStorage"]["quotaGiB"])
@@ -264,6 +265,9 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
     if not isinstance(name, str) or not naming.TENANT_NAME.fullmatch(name):
         raise SpecError("metadata.name", f"{name!r} must be a DNS label of at most 40 chars "
                                          "(lowercase letters, digits, '-', starting with a letter)")
+    if name.startswith(naming.RESERVED_TENANT_PREFIXES):
+        raise SpecError("metadata.name", f"{name!r} starts with a prefix S3 reserves for bucket names "
+                                         f"({', '.join(naming.RESERVED_TENANT_PREFIXES)})")
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise SpecError("spec", "is required")
@@ -285,7 +289,7 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
                                                    "(letters, digits, '-', '_', '.', at most 63 chars)")
 
     databases = _names(_get(spec, "databases", "spec", list, []), "spec.databases",
-                       naming.SERVICE_NAME, "service name (a-z, 0-9, '-', at most 24 chars)")
+                       naming.SERVICE_NAME, "service name (a-z then a-z/0-9, at most 24 chars)")
     placement = _get(spec, "placement", "spec", dict, {})
     mysql_server = _get(placement, "mysql", "spec.placement", str, "") or config.mysql_default
     if databases and config.mysql_servers and mysql_server not in config.mysql_servers:
@@ -296,7 +300,7 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
     messaging = None
     if messaging_raw is not None:
         messaging = Messaging(queues=_names(_get(messaging_raw, "queues", "spec.messaging", list, []),
-                                            "spec.messaging.queues", naming.SERVICE_NAME, "queue name"))
+                                            "spec.messaging.queues", naming.QUEUE_NAME, "queue name"))
 
     pod_security = _get(spec, "podSecurity", "spec", str, tier.get("podSecurity", "restricted"))
     if pod_security not in ("restricted", "baseline", "privileged"):

@@ -118,15 +118,22 @@ def test_random_names_with_dashes_stay_within_limits():
         assert len(naming.backup_cronjob(service)) <= naming.CRONJOB_NAME_MAX
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "'-' -> '_' makes `<tenant_id>_<service>` ambiguous across tenants: tenant a-b/service c and "
-    "tenant a/service b-c get the same MySQL database and user, and tenant a-b/bucket c and tenant "
-    "a/bucket b-c (or a/b-backups vs a-b's backups bucket) the same bucket"))
 def test_names_of_different_tenants_never_collide():
-    assert naming.mysql_database("a-b", "c") != naming.mysql_database("a", "b-c")
-    assert naming.mysql_user("a-b", "c") != naming.mysql_user("a", "b-c")
-    assert naming.bucket("a-b", "c") != naming.bucket("a", "b-c")
-    assert naming.backups_bucket("a-b") != naming.bucket("a", "b-backups")
+    """Service and bucket names carry no separator, so the pair that would collide
+    (tenant a-b + service c vs tenant a + service b-c) cannot be expressed, and every
+    valid (tenant, service) pair maps to its own database, user and bucket."""
+    assert not naming.SERVICE_NAME.fullmatch("b-c")
+    assert not naming.SERVICE_NAME.fullmatch("b-backups")
+    tenants = ["a", "b", "a-b", "ab", "a-b-c", "a-bc", "ab-c", "abc"]
+    services = ["b", "c", "bc", "abc", "backups"]
+    seen_db, seen_user, seen_bucket = {}, {}, {}
+    for tenant in tenants:
+        for service in services:
+            pair = (tenant, service)
+            for seen, name in ((seen_db, naming.mysql_database(tenant, service)),
+                               (seen_user, naming.mysql_user(tenant, service)),
+                               (seen_bucket, naming.bucket(tenant, service))):
+                assert seen.setdefault(name, pair) == pair, (name, seen[name], pair)
 
 
 # --- namespaces and buckets ------------------------------------------------------------------
@@ -188,11 +195,8 @@ def test_quote_sql_identifier_rejects_unsafe_names(bad):
         naming.quote_sql_identifier(bad)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TENANT_NAME accepts names such as 'xn--shop' and 'sthree-shop', whose buckets get a prefix "
-    "S3 reserves ('xn--', 'sthree-'), so bucket creation fails on AWS S3"))
-@pytest.mark.parametrize("tenant", ["xn--shop", "sthree-shop"])
-def test_buckets_of_any_valid_tenant_are_s3_valid(tenant):
-    assert naming.TENANT_NAME.fullmatch(tenant)
-    assert _s3_valid(naming.bucket(tenant, "media"))
-    assert _s3_valid(naming.backups_bucket(tenant))
+@pytest.mark.parametrize("tenant", ["xn--shop", "sthree-shop", "amzn-s3-demo-x"])
+def test_tenant_names_with_s3_reserved_prefixes_are_refused(tenant):
+    from tenant_operator import config, spec
+    with pytest.raises(ValueError, match=r"^metadata\.name: .*reserves"):
+        spec.parse({"metadata": {"name": tenant}, "spec": {"tier": "standard"}}, config.from_dict({}))

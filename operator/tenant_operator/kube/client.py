@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import kubernetes
 from kubernetes.client.rest import ApiException
 
+from tenant_operator.metrics import API_WRITES
+
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +70,7 @@ class Kube:
         if method != "GET":
             with self._lock:
                 self.writes += 1
+            API_WRITES.inc()
         return self.api.call_api(
             path, method, query_params=list((query or {}).items()),
             header_params={"Content-Type": content_type, "Accept": "application/json"},
