@@ -74,6 +74,12 @@ def plan(t: spec.Tenant) -> tuple[str, ...]:
 def advance(state, body: dict, live: dict, now: datetime | None = None) -> Step:
     cfg = state.cfg
     now = now or datetime.now(UTC)
+    # The handler's copy can predate our own status writes of the previous pass;
+    # progress must be read from the source of truth, or steps would repeat.
+    fresh = state.kube.get("Tenant", body["metadata"]["name"])
+    if fresh is None:
+        return Step(True, "already gone")
+    body = fresh
     t = tenant_for_deletion(body, cfg)
     current = body.get("status") or {}
     deletion = dict(current.get("deletion") or {})

@@ -5,6 +5,7 @@ from whatever it finds, and sends nothing when nothing differs."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -89,11 +90,12 @@ class Reconciler:
         desired = status.desired_status(
             current, generation=int(body["metadata"].get("generation") or 0),
             namespace=current.get("namespace", ""), conditions=kept, suspended=True,
-            extra={"deletion": deletion}, deletion=deletion)
+            extra={"deletion": copy.deepcopy(deletion)}, deletion=deletion)
         written = self._write_status(body, desired)
         if written:
-            # Later steps of the same pass compare against what was just written.
-            body["status"] = {**current, **desired}
+            # Later steps of the same pass compare against what was just written
+            # (a copy: the caller keeps mutating its `deletion`).
+            body["status"] = {**current, **copy.deepcopy(desired)}
         return written
 
     def reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None = None,
@@ -141,7 +143,7 @@ class Reconciler:
         backend_results: list[ComponentResult] = []
         if "namespace" not in errors:
             for backend in self.backends:
-                res = backend.sync(t, live)
+                res = backend.sync(t, live, current)
                 if res is None:
                     continue
                 backend_results.append(res)
@@ -177,6 +179,9 @@ class Reconciler:
                                                            errors[res.component])
         failed |= bool(errors)
 
+        if failed:
+            # A rotation counts as done only when every backend rotated.
+            extra_status.pop("credentials", None)
         ordered = [conditions[c] for c in status.COMPONENT_CONDITIONS if c in conditions]
         if deletion is not None:
             extra_status["deletion"] = deletion
