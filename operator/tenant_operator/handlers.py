@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
-from tenant_operator import GROUP, PLURAL, VERSION, lifecycle, naming, render
+from tenant_operator import GROUP, PLURAL, VERSION, lifecycle, metrics, naming, render
 from tenant_operator import config as config_mod
-from tenant_operator import metrics
 from tenant_operator.kube.client import Kube
 from tenant_operator.provisioning import build_backends
 from tenant_operator.reconciler import Reconciler
@@ -50,12 +49,14 @@ class State:
         self.backends = build_backends(cfg, self.kube)
         self.reconciler = Reconciler(cfg, self.kube, self.backends)
         self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
-        self.triggers: dict[str, asyncio.Event] = {}
+        self.triggers: dict[str, asyncio.Event] = {}            # reconcile daemons
+        self.deletion_triggers: dict[str, asyncio.Event] = {}   # deletion handlers
 
     def wake(self, tenant: str) -> None:
-        event = self.triggers.get(tenant)
-        if event is not None:
-            event.set()
+        for triggers in (self.triggers, self.deletion_triggers):
+            event = triggers.get(tenant)
+            if event is not None:
+                event.set()
 
 
 def _compact(body: kopf.Body) -> dict:
@@ -88,7 +89,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    for group, version, plural in OWNED:
+    for group, _version, plural in OWNED:
         settings.watching.label_selectors[(group or "v1", plural)] = OWNED_SELECTOR
     memo.state = State(cfg)
     metrics.start_if_configured()
@@ -170,15 +171,36 @@ async def reconcile_daemon(name: str, body: kopf.Body, stopped: kopf.DaemonStopp
         state.triggers.pop(name, None)
 
 
+# How long one invocation of the deletion handler keeps waiting in-process
+# before handing back to kopf (which records progress and calls again).
+DELETE_HANDLER_BUDGET = 300.0
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="delete")
 async def on_delete(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs) -> None:
+    """Waits out the grace period inside the handler, woken at once by changes
+    to the Tenant (the purge-now annotation), so no polling writes are needed."""
     state: State = memo.state
-    snapshot = copy.deepcopy(dict(body))
-    live = live_objects(name, kwargs)
+    trigger = state.deletion_triggers.setdefault(name, asyncio.Event())
     loop = asyncio.get_running_loop()
-    step = await loop.run_in_executor(state.executor, lifecycle.advance, state, snapshot, live)
-    for etype, reason, message in step.events:
-        kopf.event(body, type=etype, reason=reason, message=message[:1000])
-    if not step.done:
-        raise kopf.TemporaryError(step.message, delay=step.retry_after)
+    deadline = loop.time() + DELETE_HANDLER_BUDGET
+    while True:
+        trigger.clear()
+        snapshot = copy.deepcopy(dict(body))
+        live = live_objects(name, kwargs)
+        step = await loop.run_in_executor(state.executor, lifecycle.advance, state, snapshot, live)
+        for etype, reason, message in step.events:
+            kopf.event(body, type=etype, reason=reason, message=message[:1000])
+        if step.done:
+            break
+        budget = deadline - loop.time()
+        if budget <= 0:
+            raise kopf.TemporaryError(step.message, delay=1)
+        try:
+            await asyncio.wait_for(trigger.wait(), timeout=min(step.retry_after, budget))
+        except TimeoutError:
+            pass
+    state.deletion_triggers.pop(name, None)
+    for backend in state.backends:
+        backend.forget(name)
     metrics.forget(name)
