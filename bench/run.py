@@ -1,0 +1,249 @@
+"""Benchmark of one operator against the local platform (`make bench`).
+
+Measures, with tenants of 3 databases, 2 buckets, 2 queues and 1 domain:
+  latency      apply -> Ready for tenants applied one at a time (p50/p95)
+  throughput   N tenants applied at once -> all Ready (tenants/s)
+  floor        the same provisioning without the operator: the reconcile core
+               called directly from a thread pool (render + server-side apply
+               + backend calls), i.e. everything but kopf and the watches
+  idle         API writes and CPU seconds of the operator over an idle window
+  memory       peak RSS of the operator at N tenants
+  restart      time for a restarted operator to confirm N tenants, and its writes
+Prints a table and writes bench/results.json. Bounded: every wait has a
+timeout and all tenants are purged at the end.
+
+Environment: BENCH_N (100), BENCH_LATENCY_N (20), BENCH_IDLE_SECONDS (300), BENCH_WORKERS (8)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import kubernetes
+import yaml
+from kubernetes.client.rest import ApiException
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUP, VERSION, PLURAL = "tenancy.dev", "v1alpha1", "tenants"
+SPEC = {"tier": "standard", "domains": ["app.bench.example.com"], "databases": ["auth", "products", "orders"],
+        "objectStorage": {"buckets": ["media", "docs"], "quotaGiB": 10}, "messaging": {"queues": ["orders", "mail"]},
+        "deletion": {"gracePeriod": "0s"}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Operator:
+    def __init__(self, config: Path, log: Path):
+        self.config, self.log, self.port, self.proc = config, log, free_port(), None
+
+    def start(self) -> Operator:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tenant_operator", "run", "--config", str(self.config),
+                                      "--metrics-port", str(self.port), "--metrics-address", "127.0.0.1"],
+                                     stdout=open(self.log, "a"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        wait("operator metrics", lambda: self.metric("tenant_operator_api_writes_total") is not None, 60)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def metric(self, name: str, labels: str = "") -> float | None:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return None
+        m = re.search(rf"^{re.escape(name)}{re.escape(labels)}\s+([0-9.eE+-]+)$", text, re.M)
+        return float(m.group(1)) if m else None
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+def wait(what: str, predicate, timeout: float, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise SystemExit(f"bench: timed out after {timeout}s waiting for {what}")
+
+
+def body(name: str) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": name,
+            "labels": {"bench": "true"}}, "spec": copy.deepcopy(SPEC)}
+
+
+def ready_names(custom) -> set[str]:
+    items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector="bench=true")["items"]
+    return {t["metadata"]["name"] for t in items
+            if (t.get("status") or {}).get("phase") == "Ready"
+            and t["status"].get("observedGeneration") == t["metadata"]["generation"]}
+
+
+def purge_all(custom) -> None:
+    items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector="bench=true")["items"]
+    for t in items:
+        name = t["metadata"]["name"]
+        try:
+            custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name,
+                                               {"metadata": {"annotations": {"tenancy.dev/purge-now": "true"}}})
+            custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
+    """The provisioning work with no operator: the reconcile core, called directly."""
+    from tenant_operator import config as config_mod
+    from tenant_operator.kube.client import Kube
+    from tenant_operator.provisioning import build_backends
+    from tenant_operator.reconciler import Reconciler
+    cfg = config_mod.load(config_path)
+    kube = Kube.from_environment(cfg.field_manager, pool_size=workers * 2)
+    rec = Reconciler(cfg, kube, build_backends(cfg, kube))
+    names = [f"{prefix}-{i:04d}" for i in range(n)]
+    started = time.monotonic()
+
+    def one(name: str) -> None:
+        obj = body(name)
+        obj["metadata"].update(generation=1)
+        rec.reconcile(obj, {})   # status write fails harmlessly: no Tenant object exists
+    with ThreadPoolExecutor(workers) as pool:
+        for fut in [pool.submit(one, n_) for n_ in names]:
+            try:
+                fut.result()
+            except ApiException:
+                pass
+    elapsed = time.monotonic() - started
+    # Clean up what the floor created, through the operator's own purge code path.
+    from tenant_operator import lifecycle, naming, spec
+    for name in names:
+        t = spec.parse(body(name), cfg)
+        for step in lifecycle.PURGE_STEPS[:-1]:
+            for b in rec.backends:
+                b.purge_step(t, step)
+        kube.delete("Namespace", naming.namespace(name, cfg.namespace_prefix))
+    return elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    args = ap.parse_args()
+    n = int(os.environ.get("BENCH_N", "100"))
+    lat_n = int(os.environ.get("BENCH_LATENCY_N", "20"))
+    idle_s = float(os.environ.get("BENCH_IDLE_SECONDS", "300"))
+    workers = int(os.environ.get("BENCH_WORKERS", "8"))
+
+    kubernetes.config.load_kube_config()
+    custom = kubernetes.client.CustomObjectsApi()
+    subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds/tenant.yaml")],
+                   check=True, capture_output=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg.update({"workers": workers, "driftInterval": "60s", "backendResyncInterval": "600s",
+                "deletionPollInterval": "5s"})
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    results: dict = {"n": n, "latency_n": lat_n, "workers": workers, "idle_seconds": idle_s}
+    op = Operator(config_path, tmp / "operator.log").start()
+    try:
+        # Latency, one tenant at a time.
+        latencies = []
+        for i in range(lat_n):
+            name = f"bl-{i:04d}"
+            t0 = time.monotonic()
+            custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body(name))
+            wait(f"{name} Ready", lambda nm=name: nm in ready_names(custom), 120, 0.05)
+            latencies.append(time.monotonic() - t0)
+        results["latency_p50_s"] = round(statistics.median(latencies), 3)
+        results["latency_p95_s"] = round(pct(latencies, 95), 3)
+
+        # Throughput, N at once.
+        names = [f"bt-{i:04d}" for i in range(n)]
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda nm: custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body(nm)), names))
+        wait(f"{n} tenants Ready", lambda: len(ready_names(custom) & set(names)) == n, max(300, n * 3), 1.0)
+        elapsed = time.monotonic() - t0
+        results["throughput_all_ready_s"] = round(elapsed, 2)
+        results["throughput_tenants_per_s"] = round(n / elapsed, 2)
+        results["peak_rss_mib"] = round(op.peak_rss_mib(), 1)
+
+        # Idle: no spec changes for idle_s seconds.
+        w0, c0 = op.metric("tenant_operator_api_writes_total"), op.cpu_seconds()
+        r0 = op.metric("tenant_operator_reconcile_duration_seconds_count")
+        time.sleep(idle_s)   # the measurement window itself, not synchronisation
+        results["idle_api_writes"] = op.metric("tenant_operator_api_writes_total") - w0
+        results["idle_cpu_seconds"] = round(op.cpu_seconds() - c0, 2)
+        results["idle_reconciles"] = op.metric("tenant_operator_reconcile_duration_seconds_count") - r0
+        results["peak_rss_mib"] = round(max(results["peak_rss_mib"], op.peak_rss_mib()), 1)
+
+        # Restart: time to confirm every tenant, and writes while doing so.
+        total = n + lat_n
+        op.stop()
+        op = Operator(config_path, tmp / "operator.log")
+        t0 = time.monotonic()
+        op.start()
+        wait("restart confirmation", lambda: (op.metric("tenant_operator_reconcile_duration_seconds_count") or 0)
+             >= total, max(300, total * 2), 0.5)
+        results["restart_confirm_s"] = round(time.monotonic() - t0, 2)
+        results["restart_api_writes"] = op.metric("tenant_operator_api_writes_total")
+    finally:
+        purge_all(custom)
+        try:
+            wait("bench tenants purged", lambda: not custom.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, label_selector="bench=true")["items"], max(300, n * 3), 1.0)
+        finally:
+            op.stop()
+
+    # Floor: same work without the operator.
+    floor = floor_run(config_path, n, workers, "bf")
+    results["floor_all_done_s"] = round(floor, 2)
+    results["operator_over_floor"] = round(results["throughput_all_ready_s"] / floor, 2)
+
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    width = max(len(k) for k in results)
+    for k, v in results.items():
+        print(f"{k:<{width}}  {v}")
+    print(f"written to {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
