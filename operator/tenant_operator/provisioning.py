@@ -103,7 +103,7 @@ class BackendComponent:
         key = self._key(t, live, rotate)
         cached = self._cache.get(t.name)
         if cached and cached[0] == key and time.monotonic() - cached[1] < self.cfg.backend_resync_interval \
-                and not cached[2].failed:
+                and not cached[2].failed and self._secrets_present(cached[2], live):
             # Same outcome as last time, but its events were already posted.
             return dataclasses.replace(cached[2], events=[])
         try:
@@ -125,6 +125,12 @@ class BackendComponent:
             result.events.append(("Normal", "CredentialsRotated", f"{self.backend_name} credentials rotated"))
         self._cache[t.name] = (key, time.monotonic(), result)
         return result
+
+    @staticmethod
+    def _secrets_present(result: ComponentResult, live: dict) -> bool:
+        """A Secret the last pass produced that is gone now means the credential
+        must be re-established, whatever else is unchanged."""
+        return all(render.object_key(o) in live for o in result.objects if o["kind"] == "Secret")
 
     def forget(self, tenant: str) -> None:
         self._cache.pop(tenant, None)

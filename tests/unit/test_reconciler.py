@@ -1,0 +1,163 @@
+"""Reconciler and backend components with a fake API server and fake backends:
+the write discipline (nothing sent when nothing differs) and the credential
+rules (generate once, read back, rotate, keep on outage)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+
+import pytest
+from tenant_operator import config, naming, render
+from tenant_operator.errors import BackendUnavailable
+from tenant_operator.provisioning import MySQLComponent
+from tenant_operator.reconciler import Reconciler
+
+CFG = config.from_dict({"mysql": {"servers": {"main": {"host": "db.shared", "port": 3306}}}})
+
+
+class FakeKube:
+    """Records writes; `objects` is what a watch would show."""
+
+    def __init__(self):
+        self.objects: dict = {}
+        self.writes: list[tuple] = []
+        self.status: dict = {}
+
+    def apply(self, obj):
+        self.writes.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        live = copy.deepcopy(obj)
+        live["metadata"]["resourceVersion"] = str(len(self.writes))
+        live["metadata"]["uid"] = "u"                       # server-added fields
+        if obj["kind"] == "Namespace":
+            live["status"] = {"phase": "Active"}
+        self.objects[render.object_key(obj)] = live
+        return live
+
+    def delete(self, kind, name, namespace=""):
+        self.writes.append(("delete", kind, name))
+        return self.objects.pop(next(k for k in self.objects if k[1] == kind and k[3] == name), None) is not None
+
+    def get(self, kind, name, namespace=""):
+        return self.objects.get(next((k for k in self.objects if k[1] == kind and k[3] == name), None))
+
+    def patch_status(self, kind, name, patch, namespace=""):
+        self.writes.append(("status", kind, name))
+        self.status.update(copy.deepcopy(patch))
+
+
+class FakeMySQL:
+    def __init__(self):
+        self.passwords: dict[str, str] = {}
+        self.locked: dict[str, bool] = {}
+        self.down = False
+
+    def ensure_account(self, database, user, password, *, max_user_connections, locked):
+        if self.down:
+            raise BackendUnavailable("mysql", "127.0.0.1:3306 unreachable")
+        changes = []
+        if self.passwords.get(user) != password:
+            self.passwords[user] = password
+            changes.append("set password")
+        self.locked[user] = locked
+        return changes
+
+
+def tenant(**spec) -> dict:
+    base = {"tier": "standard", "databases": ["auth"]}
+    base.update(spec)
+    return {"metadata": {"name": "acme", "generation": 1}, "spec": base}
+
+
+@pytest.fixture
+def world():
+    kube = FakeKube()
+    mysql = MySQLComponent(CFG, kube)
+    fake = FakeMySQL()
+    mysql._clients["main"] = fake
+    return kube, Reconciler(CFG, kube, [mysql]), fake
+
+
+def body_with_status(kube, body):
+    b = copy.deepcopy(body)
+    b["status"] = copy.deepcopy(kube.status)
+    return b
+
+
+def secret_password(kube) -> str:
+    s = kube.objects[("v1", "Secret", "tenant-acme", "auth-db-credentials")]
+    return base64.b64decode(s["data"]["DB_PASSWORD"]).decode()
+
+
+def test_second_reconcile_writes_nothing(world):
+    kube, rec, _ = world
+    first = rec.reconcile(tenant(), {})
+    assert first.writes > 5 and ("status", "Tenant", "acme") in kube.writes
+    kube.writes.clear()
+    second = rec.reconcile(body_with_status(kube, tenant()), dict(kube.objects))
+    assert second.writes == 0 and kube.writes == []
+    assert second.phase == "Ready"
+
+
+def test_password_generated_once_then_read_back(world):
+    kube, rec, fake = world
+    rec.reconcile(tenant(), {})
+    user = naming.mysql_user("acme", "auth")
+    pw = secret_password(kube)
+    assert len(pw) >= 24 and fake.passwords[user] == pw
+    for b in rec.backends:
+        b.forget("acme")                                  # force a backend pass
+    rec.reconcile(body_with_status(kube, tenant()), dict(kube.objects))
+    assert secret_password(kube) == pw == fake.passwords[user]
+
+
+def test_deleted_secret_gets_new_password_set_on_backend(world):
+    kube, rec, fake = world
+    rec.reconcile(tenant(), {})
+    old = secret_password(kube)
+    del kube.objects[("v1", "Secret", "tenant-acme", "auth-db-credentials")]
+    rec.reconcile(body_with_status(kube, tenant()), dict(kube.objects))
+    new = secret_password(kube)
+    assert new != old and fake.passwords[naming.mysql_user("acme", "auth")] == new
+
+
+def test_rotation_annotation_rotates_once(world):
+    kube, rec, fake = world
+    rec.reconcile(tenant(), {})
+    old = secret_password(kube)
+    body = tenant()
+    body["metadata"]["annotations"] = {naming.ANNOTATION_ROTATE: "r1"}
+    rec.reconcile(body_with_status(kube, body), dict(kube.objects))
+    rotated = secret_password(kube)
+    assert rotated != old and kube.status["credentials"]["rotationToken"] == "r1"
+    rec.reconcile(body_with_status(kube, body), dict(kube.objects))
+    assert secret_password(kube) == rotated                 # same token: no second rotation
+
+
+def test_backend_outage_keeps_secret_and_reports(world):
+    kube, rec, fake = world
+    rec.reconcile(tenant(), {})
+    pw = secret_password(kube)
+    fake.down = True
+    for b in rec.backends:
+        b.forget("acme")
+    result = rec.reconcile(body_with_status(kube, tenant(databases=["auth", "orders"])), dict(kube.objects))
+    cond = next(c for c in kube.status["conditions"] if c["type"] == "DatabasesReady")
+    assert cond["status"] == "False" and cond["reason"] == "BackendUnavailable"
+    assert "unreachable" in cond["message"] and pw not in cond["message"]
+    assert ("v1", "Secret", "tenant-acme", "auth-db-credentials") in kube.objects   # not pruned
+    assert secret_password(kube) == pw
+    assert result.retry_after == 5.0
+    assert kube.status["phase"] == "Degraded"
+
+
+def test_suspension_locks_and_removes_ingress(world):
+    kube, rec, fake = world
+    rec.reconcile(tenant(domains=["a.example.com"]), {})
+    assert any(k[1] == "Ingress" for k in kube.objects)
+    for b in rec.backends:
+        b.forget("acme")
+    rec.reconcile(body_with_status(kube, tenant(domains=["a.example.com"], suspended=True)), dict(kube.objects))
+    assert not any(k[1] == "Ingress" for k in kube.objects)
+    assert fake.locked[naming.mysql_user("acme", "auth")] is True
+    assert kube.status["phase"] == "Suspended"
