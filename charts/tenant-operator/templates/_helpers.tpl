@@ -1,0 +1,140 @@
+{{/* Names and labels. */}}
+{{- define "tenant-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tenant-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tenant-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tenant-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tenant-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tenant-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "tenant-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "tenant-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tenant-operator
+{{- end -}}
+
+{{- define "tenant-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Peering (kopf) is on when more than one replica runs. */}}
+{{- define "tenant-operator.peering" -}}
+{{- if gt (int .Values.replicas) 1 -}}true{{- end -}}
+{{- end -}}
+
+{{/* Environment variable holding a MySQL server's admin password. */}}
+{{- define "tenant-operator.mysqlPasswordEnv" -}}
+{{- printf "MYSQL_%s_ADMIN_PASSWORD" (regexReplaceAll "[^A-Za-z0-9]" . "_" | upper) -}}
+{{- end -}}
+
+{{/*
+The operator's config.yaml. Credentials are ${VAR} references; the
+Deployment sets those variables from the existing Secrets (see
+tenant-operator.credentialsEnv).
+*/}}
+{{- define "tenant-operator.config" -}}
+{{- $c := .Values.config -}}
+{{- $out := dict "namespacePrefix" $c.namespacePrefix "defaultGracePeriod" $c.defaultGracePeriod "ingressControllerNamespace" $c.ingressControllerNamespace "workers" (int $c.workers) "backupImage" (default (include "tenant-operator.image" .) $c.backupImage) -}}
+{{- with $c.sharedServices }}{{ $_ := set $out "sharedServices" . }}{{ end -}}
+{{- with $c.tiers }}{{ $_ := set $out "tiers" . }}{{ end -}}
+{{- if $c.mysql.servers -}}
+{{- $servers := dict -}}
+{{- range $name, $srv := $c.mysql.servers -}}
+{{- $s := dict "host" (required (printf "config.mysql.servers.%s.host is required" $name) $srv.host) "port" (int (default 3306 $srv.port)) "adminUser" (default "root" $srv.adminUser) -}}
+{{- $_ := required (printf "config.mysql.servers.%s.existingSecret is required (the Secret holding its admin password)" $name) $srv.existingSecret -}}
+{{- $_ := set $s "adminPassword" (printf "${%s}" (include "tenant-operator.mysqlPasswordEnv" $name)) -}}
+{{- with $srv.userHost }}{{ $_ := set $s "userHost" . }}{{ end -}}
+{{- with $srv.publicHost }}{{ $_ := set $s "publicHost" . }}{{ end -}}
+{{- $_ := set $servers $name $s -}}
+{{- end -}}
+{{- $mysql := dict "servers" $servers -}}
+{{- with $c.mysql.default }}{{ $_ := set $mysql "default" . }}{{ end -}}
+{{- $_ := set $out "mysql" $mysql -}}
+{{- end -}}
+{{- if $c.objectStorage.enabled -}}
+{{- $o := $c.objectStorage -}}
+{{- $store := dict "backend" $o.backend "region" $o.region -}}
+{{- if eq $o.backend "minio" }}{{ $_ := required "config.objectStorage.endpoint is required for the minio backend" $o.endpoint }}{{ end -}}
+{{- with $o.endpoint }}{{ $_ := set $store "endpoint" . }}{{ end -}}
+{{- with $o.publicEndpoint }}{{ $_ := set $store "publicEndpoint" . }}{{ end -}}
+{{- if $o.existingSecret -}}
+{{- $_ := set $store "accessKey" "${OBJECT_STORAGE_ACCESS_KEY}" -}}
+{{- $_ := set $store "secretKey" "${OBJECT_STORAGE_SECRET_KEY}" -}}
+{{- else if eq $o.backend "minio" -}}
+{{- fail "config.objectStorage.existingSecret is required for the minio backend" -}}
+{{- end -}}
+{{- $_ := set $out "objectStorage" $store -}}
+{{- end -}}
+{{- if $c.rabbitmq.enabled -}}
+{{- $r := $c.rabbitmq -}}
+{{- $rabbit := dict "managementUrl" (required "config.rabbitmq.managementUrl is required" $r.managementUrl) "amqpHost" (required "config.rabbitmq.amqpHost is required" $r.amqpHost) "amqpPort" (int (default 5672 $r.amqpPort)) -}}
+{{- $_ := required "config.rabbitmq.existingSecret is required (the Secret holding the admin user and password)" $r.existingSecret -}}
+{{- $_ := set $rabbit "adminUser" "${RABBITMQ_ADMIN_USER}" -}}
+{{- $_ := set $rabbit "adminPassword" "${RABBITMQ_ADMIN_PASSWORD}" -}}
+{{- with $r.publicHost }}{{ $_ := set $rabbit "publicHost" . }}{{ end -}}
+{{- $_ := set $out "rabbitmq" $rabbit -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* The environment variables the config's ${VAR} references need. */}}
+{{- define "tenant-operator.credentialsEnv" -}}
+{{- $c := .Values.config -}}
+{{- range $name, $srv := $c.mysql.servers }}
+- name: {{ include "tenant-operator.mysqlPasswordEnv" $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $srv.existingSecret }}
+      key: {{ default "password" $srv.passwordKey }}
+{{- end }}
+{{- if and $c.objectStorage.enabled $c.objectStorage.existingSecret }}
+- name: OBJECT_STORAGE_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $c.objectStorage.existingSecret }}
+      key: {{ $c.objectStorage.accessKeyKey }}
+- name: OBJECT_STORAGE_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $c.objectStorage.existingSecret }}
+      key: {{ $c.objectStorage.secretKeyKey }}
+{{- end }}
+{{- if $c.rabbitmq.enabled }}
+- name: RABBITMQ_ADMIN_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $c.rabbitmq.existingSecret }}
+      key: {{ $c.rabbitmq.usernameKey }}
+- name: RABBITMQ_ADMIN_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $c.rabbitmq.existingSecret }}
+      key: {{ $c.rabbitmq.passwordKey }}
+{{- end }}
+{{- end -}}
