@@ -1,0 +1,461 @@
+"""Packaging: the Dockerfile, the kustomize base (manifests/), the Helm chart
+(charts/tenant-operator/) and the examples, checked against the code.
+
+No cluster needed. The Dockerfile lint needs hadolint and the chart checks
+need helm (both installed by devenv/install-tools.sh); those tests are
+skipped when the tool is absent."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from tenant_operator import GROUP, PLURAL, config, render, spec
+from tenant_operator.handlers import OWNED
+from tenant_operator.kube.client import KINDS
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "tenant.yaml"
+MANIFESTS = ROOT / "manifests"
+CHART = ROOT / "charts" / "tenant-operator"
+EXAMPLES = ROOT / "examples"
+DOCKERFILE = ROOT / "Dockerfile"
+SYNC_HINT = "copy it: cp crds/tenant.yaml manifests/crd.yaml charts/tenant-operator/crds/tenant.yaml"
+
+CONFIG_PATH = "/etc/tenant-operator/config.yaml"
+UID = 10001
+
+# What the operator does with the kinds it manages (kube/client.py: apply is
+# a server-side apply PATCH that creates missing objects; get, list, delete).
+WRITE_VERBS = {"get", "list", "create", "patch", "delete"}
+# Owned kinds are also watched (kopf indexes in handlers.py).
+OWNED_VERBS = WRITE_VERBS | {"watch"}
+TENANT_VERBS = {"get", "list", "watch", "patch", "update"}
+TENANT_STATUS_VERBS = {"get", "patch", "update"}
+# Framework needs (kopf), not visible in the kind tables.
+KOPF_RULES = {
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+}
+KOPF_PEERING = ("kopf.dev", "clusterkopfpeerings")
+KOPF_PEERING_VERBS = {"get", "list", "watch", "patch"}
+
+
+def tool(name: str) -> str | None:
+    """A tool on PATH, or the one devenv/install-tools.sh linked into .devenv/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    local = Path(os.environ.get("DEVENV_DIR", ROOT / ".devenv")) / "bin" / name
+    return str(local) if os.access(local, os.X_OK) else None
+
+
+def load_all(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs: list[dict], kind: str) -> dict:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def rule_map(rules: list[dict]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs, merged over the rules."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        assert not rule.get("resourceNames"), "the operator's rules are not name-restricted"
+        assert not rule.get("nonResourceURLs")
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def helm_template(*args: str) -> list[dict]:
+    helm = tool("helm")
+    if not helm:
+        pytest.skip("helm is not installed (bash devenv/install-tools.sh)")
+    out = subprocess.run([helm, "template", "tenant-operator", str(CHART), "--namespace", "tenant-operator",
+                          *args], check=True, capture_output=True, text=True, timeout=120).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+# --- what the code touches ---------------------------------------------------------------
+
+def code_rules() -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs the operator's own code needs, from the
+    kind tables it actually uses."""
+    need: dict[tuple[str, str], set[str]] = {}
+    for kind in KINDS.values():
+        group = kind.api_version.split("/")[0] if "/" in kind.api_version else ""
+        if (group, kind.plural) == (GROUP, PLURAL):
+            need[(group, kind.plural)] = set(TENANT_VERBS)
+            need[(group, f"{kind.plural}/status")] = set(TENANT_STATUS_VERBS)
+        else:
+            need[(group, kind.plural)] = set(WRITE_VERBS)
+    for group, _version, plural in OWNED:
+        need[(group, plural)] = need.get((group, plural), set()) | OWNED_VERBS
+    return need
+
+
+def tenant_admin_rules() -> dict[tuple[str, str], set[str]]:
+    """The rules of the tenant-admin Role the operator creates: RBAC lets it
+    create that Role only if it holds every permission the Role grants."""
+    cfg = config.from_dict({})
+    tenant = spec.parse(yaml.safe_load((EXAMPLES / "tenant-premium.yaml").read_text()), cfg)
+    roles = [o for o in render.render_tenant(tenant, cfg) if o["kind"] in ("Role", "ClusterRole")]
+    assert roles, "the rendered tenant has no Role: update this test"
+    return rule_map([r for role in roles for r in role["rules"]])
+
+
+# --- CRD copies --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("copy", [MANIFESTS / "crd.yaml", CHART / "crds" / "tenant.yaml"],
+                         ids=["manifests", "chart"])
+def test_crd_copy_is_identical(copy: Path):
+    assert copy.read_bytes() == CRD.read_bytes(), f"{copy.relative_to(ROOT)} differs from crds/tenant.yaml; " \
+                                                  + SYNC_HINT
+
+
+def test_kustomization_lists_the_crd_copy_and_every_file():
+    kust = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    assert kust["namespace"] == "tenant-operator"
+    assert "crd.yaml" in kust["resources"]
+    for res in kust["resources"]:
+        assert (MANIFESTS / res).is_file(), res
+        assert not res.startswith(".."), "kustomize refuses files outside the base by default"
+    listed = set(kust["resources"]) | {"kustomization.yaml"}
+    assert {p.name for p in MANIFESTS.glob("*.yaml")} == listed, "a manifest file is not in kustomization.yaml"
+
+
+# --- RBAC --------------------------------------------------------------------------------
+
+def manifests_clusterrole() -> dict:
+    return yaml.safe_load((MANIFESTS / "clusterrole.yaml").read_text())
+
+
+def check_clusterrole(rules: list[dict], peering: bool) -> None:
+    granted = rule_map(rules)
+    need = code_rules()
+    admin = tenant_admin_rules()
+    kopf = dict(KOPF_RULES)
+    if peering:
+        kopf[KOPF_PEERING] = KOPF_PEERING_VERBS
+
+    for verbs in granted.values():
+        assert "*" not in verbs
+        assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}, verbs
+    assert all("*" not in g and "*" not in r for g, r in granted)
+
+    # Everything the code and the framework use, with the verbs they use.
+    for key, verbs in {**need, **kopf}.items():
+        assert key in granted, f"the ClusterRole misses {key}, which the operator uses"
+        missing = (verbs | need.get(key, set())) - granted[key]
+        assert not missing, \
+            f"the ClusterRole grants {sorted(granted[key])} on {key}; the operator also needs {sorted(missing)}"
+    # Everything the tenant-admin Role grants (RBAC escalation prevention).
+    for key, verbs in admin.items():
+        assert key in granted and verbs <= granted[key], \
+            f"the tenant-admin Role grants {sorted(verbs)} on {key}: the ClusterRole must hold them too"
+
+    # And nothing else: no resource the code never touches, no extra verb.
+    for key, verbs in granted.items():
+        allowed = need.get(key, set()) | admin.get(key, set()) | kopf.get(key, set())
+        assert allowed, f"the ClusterRole grants {key}, which neither the code, the tenant-admin Role nor kopf uses"
+        assert verbs <= allowed, f"the ClusterRole grants {sorted(verbs - allowed)} on {key} beyond what is used"
+        if key not in need and key not in kopf:
+            assert verbs <= {"get", "list", "watch"}, f"{key} is only needed read-only"
+    assert (KOPF_PEERING in granted) == peering
+
+
+def test_clusterrole_matches_code():
+    role = manifests_clusterrole()
+    assert role["kind"] == "ClusterRole"
+    check_clusterrole(role["rules"], peering=False)
+
+
+def test_code_rules_cover_the_owned_kinds():
+    # The derivation itself: every owned kind is in the kind table the client uses.
+    plurals = {k.plural for k in KINDS.values()}
+    assert {p for _g, _v, p in OWNED} <= plurals
+
+
+def test_clusterrolebinding_binds_the_service_account():
+    binding = yaml.safe_load((MANIFESTS / "clusterrolebinding.yaml").read_text())
+    sa = yaml.safe_load((MANIFESTS / "serviceaccount.yaml").read_text())
+    deploy = yaml.safe_load((MANIFESTS / "deployment.yaml").read_text())
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": manifests_clusterrole()["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": "tenant-operator"}]
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_chart_clusterrole_matches_code(replicas: int):
+    docs = helm_template("--set", f"replicas={replicas}")
+    role = one(docs, "ClusterRole")
+    check_clusterrole(role["rules"], peering=replicas > 1)
+    without_peering = [r for r in role["rules"] if "kopf.dev" not in r["apiGroups"]]
+    assert without_peering == manifests_clusterrole()["rules"], "chart and manifests ClusterRoles differ"
+
+
+# --- Deployment --------------------------------------------------------------------------
+
+def dockerfile_cmd() -> list[str]:
+    import json
+    text = DOCKERFILE.read_text()
+    entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
+    return entry + cmd
+
+
+def check_deployment(deploy: dict, replicas: int = 1) -> None:
+    spec_ = deploy["spec"]
+    assert spec_["replicas"] == replicas
+    assert spec_["strategy"]["type"] == ("Recreate" if replicas == 1 else "RollingUpdate")
+    pod = spec_["template"]["spec"]
+    assert set(spec_["selector"]["matchLabels"].items()) <= set(spec_["template"]["metadata"]["labels"].items())
+
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] == UID
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc.get("privileged", False) is False
+
+    res = container["resources"]
+    assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
+
+    # Arguments: the config file, the liveness endpoint the probes use.
+    words = " ".join(container.get("command", []) + container.get("args", [])).split()
+    assert f"--config={CONFIG_PATH}" in words
+    assert dockerfile_cmd()[-1] == CONFIG_PATH
+    (liveness,) = [w.split("=", 1)[1] for w in words if w.startswith("--liveness=")]
+    m = re.fullmatch(r"http://0\.0\.0\.0:(\d+)(/\S*)", liveness)
+    assert m, liveness
+    port, path = int(m.group(1)), m.group(2)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == port
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == path and get["port"] in ("health", port), probe
+    metrics = [w for w in words if w.startswith("--metrics-port=")]
+    if metrics:
+        assert ports["metrics"] == int(metrics[0].split("=")[1])
+    if replicas > 1:
+        assert any(w.startswith("--peering=") for w in words)
+        assert any(w.startswith("--priority=") for w in words), "equal kopf priorities pause every replica"
+    else:
+        assert not any(w.startswith("--peering") for w in words)
+
+    # Config from a Secret, /tmp writable (HOME) on a read-only root.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    cfg_mount = mounts[str(Path(CONFIG_PATH).parent)]
+    assert cfg_mount["readOnly"] is True
+    assert "secret" in volumes[cfg_mount["name"]]
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+
+
+def test_manifests_deployment_is_hardened():
+    check_deployment(yaml.safe_load((MANIFESTS / "deployment.yaml").read_text()))
+
+
+def test_manifests_service_targets_the_metrics_port():
+    svc = yaml.safe_load((MANIFESTS / "service.yaml").read_text())
+    deploy = yaml.safe_load((MANIFESTS / "deployment.yaml").read_text())
+    assert set(svc["spec"]["selector"].items()) <= set(deploy["spec"]["template"]["metadata"]["labels"].items())
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_manifests_config_is_valid_with_the_credentials(monkeypatch):
+    """The example config parses with the operator's own loader once the
+    credentials Secret's keys are in the environment (envFrom), and holds no
+    literal password."""
+    cfg_secret = yaml.safe_load((MANIFESTS / "config-secret.yaml").read_text())
+    creds = yaml.safe_load((MANIFESTS / "credentials-secret.yaml").read_text())
+    deploy = yaml.safe_load((MANIFESTS / "deployment.yaml").read_text())
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert {"secretRef": {"name": creds["metadata"]["name"]}} in container["envFrom"]
+    vol = next(v for v in deploy["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+    assert vol["secret"]["secretName"] == cfg_secret["metadata"]["name"]
+
+    text = cfg_secret["stringData"]["config.yaml"]
+    raw = yaml.safe_load(text)
+    for server in raw["mysql"]["servers"].values():
+        assert re.fullmatch(r"\$\{\w+\}", server["adminPassword"])
+    assert re.fullmatch(r"\$\{\w+\}", raw["objectStorage"]["secretKey"])
+    assert re.fullmatch(r"\$\{\w+\}", raw["rabbitmq"]["adminPassword"])
+    refs = set(re.findall(r"\$\{(\w+)\}", text))
+    assert refs == set(creds["stringData"]), "config references and credentials keys differ"
+
+    for key, value in creds["stringData"].items():
+        monkeypatch.setenv(key, f"{value}-{key.lower()}")
+    cfg = config.from_dict(raw)
+    assert cfg.mysql_server("main").admin_password == "change-me-mysql_main_admin_password"
+    assert cfg.object_storage.backend == "minio" and cfg.rabbitmq.admin_user
+
+
+def test_chart_deployment_is_hardened():
+    check_deployment(one(helm_template(), "Deployment"))
+    check_deployment(one(helm_template("-f", str(CHART / "ci" / "full-values.yaml")), "Deployment"), replicas=3)
+
+
+def test_chart_peering_objects_only_with_several_replicas():
+    assert not by_kind(helm_template(), "ClusterKopfPeering")
+    (peering,) = by_kind(helm_template("--set", "replicas=2"), "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "tenant-operator"
+    crd = yaml.safe_load((CHART / "crds" / "kopf-peering.yaml").read_text())
+    assert crd["spec"]["group"] == "kopf.dev" and crd["spec"]["names"]["plural"] == "clusterkopfpeerings"
+    assert crd["spec"]["scope"] == "Cluster"
+
+
+def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
+    docs = helm_template("-f", str(CHART / "ci" / "full-values.yaml"))
+    secret = one(docs, "Secret")
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    text = secret["stringData"]["config.yaml"]
+    refs = set(re.findall(r"\$\{(\w+)\}", text))
+    assert refs == {"MYSQL_MAIN_ADMIN_PASSWORD", "MYSQL_EU_WEST_ADMIN_PASSWORD", "OBJECT_STORAGE_ACCESS_KEY",
+                    "OBJECT_STORAGE_SECRET_KEY", "RABBITMQ_ADMIN_USER", "RABBITMQ_ADMIN_PASSWORD"}
+    for ref in refs:
+        assert "secretKeyRef" in env[ref]["valueFrom"], ref
+        monkeypatch.setenv(ref, f"value-of-{ref}")
+    assert env["MYSQL_EU_WEST_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mysql-eu-admin", "key": "root-password"}
+    cfg = config.from_dict(yaml.safe_load(text))
+    assert cfg.mysql_default == "main"
+    assert cfg.mysql_server("eu-west").admin_password == "value-of-MYSQL_EU_WEST_ADMIN_PASSWORD"
+    assert cfg.mysql_server("eu-west").tenant_host == "mysql-eu.example.com"
+    assert cfg.workers == 16 and cfg.default_grace_period == 168 * 3600
+    assert cfg.tiers["premium"]["quota"]["requests.cpu"] == "6"
+    assert cfg.tiers["premium"]["quota"]["pods"] == "50"   # merged, not replaced
+    assert [s.namespace or s.cidr for s in cfg.shared_services] == ["monitoring", "10.96.0.10/32"]
+    assert cfg.rabbitmq.admin_user == "value-of-RABBITMQ_ADMIN_USER"
+    assert cfg.object_storage.tenant_endpoint == "https://s3.example.com"
+    assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
+    checksum = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    assert re.fullmatch(r"[0-9a-f]{64}", checksum)
+
+
+def test_chart_default_config_is_valid():
+    docs = helm_template()
+    cfg = config.from_dict(yaml.safe_load(one(docs, "Secret")["stringData"]["config.yaml"]))
+    assert cfg.namespace_prefix == "tenant-" and cfg.backup_image.endswith(":0.1.0")
+    assert not by_kind(docs, "ServiceMonitor")
+
+
+def test_chart_refuses_a_mysql_server_without_secret():
+    helm = tool("helm")
+    if not helm:
+        pytest.skip("helm is not installed (bash devenv/install-tools.sh)")
+    run = subprocess.run([helm, "template", "t", str(CHART), "--set", "config.mysql.servers.main.host=db"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "config.mysql.servers.main.existingSecret is required" in run.stderr
+
+
+def test_chart_crds_and_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2" and chart["name"] == "tenant-operator"
+    import tenant_operator
+    assert chart["appVersion"] == tenant_operator.__version__
+    assert {p.name for p in (CHART / "crds").iterdir()} == {"tenant.yaml", "kopf-peering.yaml"}
+
+
+# --- Dockerfile --------------------------------------------------------------------------
+
+def test_dockerfile_lint():
+    hadolint = tool("hadolint")
+    if not hadolint:
+        pytest.skip("hadolint is not installed (bash devenv/install-tools.sh)")
+    run = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_dockerfile_shape():
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?", text, re.M)
+    assert len(stages) == 2 and stages[0][1] == "builder", stages
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert "pip wheel" in text and "--from=builder" in text
+    assert re.search(r"apt-get install -y --no-install-recommends [^\n]*mariadb-client", text)
+    assert "rm -rf /var/lib/apt/lists/*" in text
+    assert re.search(rf"^USER {UID}(:{UID})?$", text, re.M)
+    assert "HOME=/tmp" in text and "PYTHONDONTWRITEBYTECODE=1" in text
+    assert dockerfile_cmd() == ["tenant-operator", "run", "--config", CONFIG_PATH]
+
+
+def test_dockerignore_keeps_the_context_small():
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*"
+    assert "!pyproject.toml" in lines and "!operator/" in lines
+
+
+# --- examples ----------------------------------------------------------------------------
+
+TENANT_EXAMPLES = sorted(EXAMPLES.glob("tenant-*.yaml"))
+
+
+def test_the_three_tier_examples_exist():
+    assert {p.name for p in TENANT_EXAMPLES} >= {"tenant-standard.yaml", "tenant-premium.yaml",
+                                                 "tenant-business.yaml"}
+
+
+@pytest.mark.parametrize("path", TENANT_EXAMPLES, ids=lambda p: p.name)
+def test_example_tenant_parses(path: Path):
+    cfg = config.from_dict({})
+    docs = load_all(path)
+    assert docs and all(d["kind"] == "Tenant" and d["apiVersion"] == f"{GROUP}/v1alpha1" for d in docs)
+    for doc in docs:
+        tenant = spec.parse(doc, cfg)
+        assert tenant.tier in path.name
+        assert render.render_tenant(tenant, cfg)
+
+
+def test_premium_example_is_the_full_example():
+    doc = yaml.safe_load((EXAMPLES / "tenant-premium.yaml").read_text())
+    t = spec.parse(doc, config.from_dict({}))
+    assert t.tier == "premium"
+    assert t.databases == ("auth", "products", "orders")
+    assert t.object_storage.buckets == ("products", "sav") and t.object_storage.quota_gib == 150
+    assert t.messaging.queues == ("auth", "orders")
+    assert t.domains and t.billing.id and t.admins and t.ingress and t.ingress.enabled
+    assert set(doc["spec"]) >= {"domains", "billing", "quota", "limits", "databases", "objectStorage",
+                                "messaging", "ingress", "admins", "backup", "deletion"}
+
+
+def test_argocd_examples():
+    app = yaml.safe_load((EXAMPLES / "argocd" / "application.yaml").read_text())
+    assert app["kind"] == "Application" and app["spec"]["source"]["path"] == "tenants"
+    appset = yaml.safe_load((EXAMPLES / "argocd" / "applicationset.yaml").read_text())
+    assert appset["kind"] == "ApplicationSet"
+    (gen,) = appset["spec"]["generators"]
+    assert gen["git"]["directories"] == [{"path": "tenants/*"}]
+    assert appset["spec"]["template"]["spec"]["source"]["path"] == "{{ .path.path }}"
+    cm = yaml.safe_load((EXAMPLES / "argocd" / "argocd-cm-patch.yaml").read_text())
+    assert cm["metadata"]["name"] == "argocd-cm"
+    lua = (EXAMPLES / "argocd" / "tenant-health.lua").read_text()
+    assert cm["data"]["resource.customizations.health.tenancy.dev_Tenant"] == lua, \
+        "argocd-cm-patch.yaml must inline tenant-health.lua unchanged"
