@@ -10,7 +10,7 @@ DEVENV  := .devenv
 CONFIG  ?= $(DEVENV)/operator-config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help venv devenv-up devenv-down devenv-purge lint unit integration test run demo bench render clean
+.PHONY: help venv devenv-up devenv-down devenv-purge tools lint unit integration test run demo bench render clean
 
 help:
 	@echo "make demo         bring up the local platform and provision an example Tenant end to end"
@@ -35,16 +35,21 @@ devenv-up:
 devenv-down:
 	bash devenv/down.sh
 
+# helm and hadolint for the packaging tests (cached by version, linked into .devenv/bin).
+tools:
+	mkdir -p $(DEVENV)/bin
+	bash devenv/install-tools.sh
+
 devenv-purge:
 	bash devenv/down.sh --purge
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests bench
 
-unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+unit: $(STAMP) tools
+	PATH=$(CURDIR)/$(DEVENV)/bin:$$PATH $(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-integration: $(STAMP) devenv-up
+integration: $(STAMP) devenv-up tools
 	source $(DEVENV)/env && $(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 test: lint unit integration

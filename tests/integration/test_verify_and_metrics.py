@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pymysql
-
 from tenant_operator import naming
 
 from .conftest import unique
