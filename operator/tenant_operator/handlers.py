@@ -203,4 +203,5 @@ async def on_delete(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs) -> No
     state.deletion_triggers.pop(name, None)
     for backend in state.backends:
         backend.forget(name)
+    state.reconciler.forget(name)
     metrics.forget(name)

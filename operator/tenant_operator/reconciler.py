@@ -18,6 +18,7 @@ from tenant_operator.config import OperatorConfig
 from tenant_operator.errors import SpecError
 from tenant_operator.kube.client import Kube
 from tenant_operator.kube.diff import needs_apply, with_hash
+from tenant_operator.naming import ANNOTATION_HASH
 from tenant_operator.status import Condition
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Reconciler:
         self.kube = kube
         self.backends = backends or []    # objects with .sync(t, live, now) -> ComponentResult | None
         self._failures: dict[str, int] = {}
+        self._render_cache: dict[str, tuple[str, list[dict]]] = {}
 
     # --- helpers -------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class Reconciler:
             return result
 
         desired_objs: list[tuple[str, dict]] = []   # (component, object)
-        for obj in render.render_tenant(t, self.cfg):
+        for obj in self._rendered(t):
             desired_objs.append((obj["metadata"]["labels"][naming.LABEL_COMPONENT], obj))
 
         conditions: dict[str, Condition] = {}
@@ -202,8 +204,22 @@ class Reconciler:
         result.retry_after = self._backoff(name, failed)
         return result
 
+    def _rendered(self, t: spec.Tenant) -> list[dict]:
+        """Rendering is pure: a drift check of an unchanged tenant reuses the last
+        result instead of running the templates again (the bulk of idle CPU)."""
+        key = repr(t)
+        cached = self._render_cache.get(t.name)
+        if cached is None or cached[0] != key:
+            cached = (key, [with_hash(o) for o in render.render_tenant(t, self.cfg)])
+            self._render_cache[t.name] = cached
+        return cached[1]
+
+    def forget(self, tenant: str) -> None:
+        self._render_cache.pop(tenant, None)
+        self._failures.pop(tenant, None)
+
     def _apply(self, obj: dict, live: dict[Key, dict]) -> bool:
-        desired = with_hash(obj)
+        desired = obj if ANNOTATION_HASH in obj["metadata"].get("annotations", {}) else with_hash(obj)
         current = live.get(render.object_key(obj))
         if not needs_apply(desired, current):
             return False
