@@ -1,13 +1,10 @@
-"""Subcommands that act on tenant data (backup, restore, verify); each lives
-in its own module and registers itself here."""
+"""Subcommands that act on tenant data, each in its own module."""
 
 from __future__ import annotations
 
 
 def add_commands(sub) -> None:
-    for module_name in ("tenant_operator.backup.cli", "tenant_operator.verify"):
-        try:
-            module = __import__(module_name, fromlist=["add_command"])
-        except ModuleNotFoundError:
-            continue
-        module.add_command(sub)
+    from tenant_operator import verify
+    from tenant_operator.backup import cli as backup_cli
+    backup_cli.add_command(sub)
+    verify.add_command(sub)

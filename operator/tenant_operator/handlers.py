@@ -28,6 +28,7 @@ log = logging.getLogger("tenant_operator")
 OWNED = (
     ("", "v1", "namespaces"),
     ("", "v1", "secrets"),
+    ("", "v1", "serviceaccounts"),
     ("", "v1", "resourcequotas"),
     ("", "v1", "limitranges"),
     ("networking.k8s.io", "v1", "networkpolicies"),

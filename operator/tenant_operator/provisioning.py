@@ -416,4 +416,6 @@ class RabbitMQComponent(BackendComponent):
 
 def build_backends(cfg: OperatorConfig, kube: Kube) -> list[BackendComponent]:
     """All components; each reports NotConfigured when a tenant needs a backend the config lacks."""
-    return [MySQLComponent(cfg, kube), ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube)]
+    from tenant_operator.backup.component import BackupComponent
+    return [MySQLComponent(cfg, kube), ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube),
+            BackupComponent(cfg, kube)]
