@@ -466,11 +466,14 @@ def test_cronjob_accepted_and_run_by_the_controllers(cluster_tenant):
     # The component reads the real CronJob status: scheduled, not yet succeeded.
     cj = wait_for(lambda: (c := get_json("cronjob", cj_name, "-n", t.namespace)) and
                   (c.get("status") or {}).get("lastScheduleTime") and c, 30, what="lastScheduleTime")
-    comp = BackupComponent(config.from_dict({"objectStorage": {"endpoint": "http://unused:9000"}}), kube=None)
+    comp = BackupComponent(config.from_dict({"objectStorage": {"endpoint": "http://unused:9000"},
+                                             "backupImage": "tenant-operator:test"}), kube)
     res = comp.sync(t, {("batch/v1", "CronJob", t.namespace, cj_name): cj}, {})
     assert res.condition.type == "BackupsReady"
     assert (res.condition.status, res.condition.reason) == (True, "LastRunPending"), res.condition
     assert "lastSuccessfulTime" not in res.status["backup"]
+    # The ServiceAccount (not watched) is found as wanted on the server: not handed out again.
+    assert [o["kind"] for o in res.objects] == ["CronJob"]
 
     # `kubectl create job --from=cronjob/...` (the runbook's "back up now").
     kubectl("create", "job", f"--from=cronjob/{cj_name}", "manual-1", "-n", t.namespace)

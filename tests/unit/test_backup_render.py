@@ -311,3 +311,36 @@ def test_suspended_disabled_absent_and_unconfigured():
 
     res = sync(tenant(), {}, cfg=config.from_dict({}))
     assert (res.condition.status, res.condition.reason, res.objects) == (False, "NotConfigured", [])
+
+
+class FakeKube:
+    def __init__(self, objects=None):
+        self.objects = objects or {}
+        self.gets = 0
+
+    def get(self, kind, name, namespace=""):
+        self.gets += 1
+        return self.objects.get((kind, name, namespace))
+
+
+def test_service_account_is_not_reapplied_on_every_drift_check():
+    """ServiceAccounts are not watched, so the SA never shows up in `live`: it is
+    handed to the reconciler only while the API server does not have it as wanted."""
+    t = tenant()
+    kube = FakeKube()
+    comp = BackupComponent(CFG, kube)
+    kinds = lambda res: [o["kind"] for o in res.objects]   # noqa: E731
+    assert kinds(comp.sync(t, {}, {})) == ["ServiceAccount", "CronJob", "CronJob"]   # missing: apply it
+    (sa,) = [o for o in comp.sync(t, {}, {}).objects if o["kind"] == "ServiceAccount"]
+    kube.objects[("ServiceAccount", sa["metadata"]["name"], t.namespace)] = copy.deepcopy(sa)
+    gets = kube.gets
+    assert kinds(comp.sync(t, {}, {})) == ["CronJob", "CronJob"]                     # as wanted: left out
+    assert kinds(comp.sync(t, {}, {})) == ["CronJob", "CronJob"] and kube.gets == gets + 1   # cached
+    # A changed ServiceAccount (another hash) is looked up again, and applied.
+    comp.forget(t.name)
+    kube.objects[("ServiceAccount", sa["metadata"]["name"], t.namespace)]["metadata"]["annotations"] = {}
+    assert kinds(comp.sync(t, {}, {}))[0] == "ServiceAccount"
+    # Watched (in `live`): always included, so the reconciler compares and prunes it itself.
+    watched = {("v1", "ServiceAccount", t.namespace, sa["metadata"]["name"]): sa}
+    before = kube.gets
+    assert kinds(comp.sync(t, watched, {}))[0] == "ServiceAccount" and kube.gets == before

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 from kubernetes.client.rest import ApiException
@@ -37,8 +38,10 @@ from tenant_operator.backup import BackupError, SettingsError
 from tenant_operator.components import ComponentResult, live_secret_data
 from tenant_operator.config import OperatorConfig
 from tenant_operator.kube.client import Kube
-from tenant_operator.kube.diff import with_hash
+from tenant_operator.kube.diff import needs_apply, with_hash
+from tenant_operator.naming import ANNOTATION_HASH
 from tenant_operator.render import backup as render_backup
+from tenant_operator.render import object_key as render_object_key
 from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition, now_iso
 
@@ -130,6 +133,7 @@ class BackupComponent:
         self.cfg = cfg
         self.kube = kube
         self._rendered: dict[str, tuple[str, list[dict]]] = {}
+        self._sa_checked: dict[str, tuple[str, float]] = {}   # tenant -> (applied hash, when confirmed)
 
     def _objects(self, t: Tenant) -> list[dict]:
         """The CronJobs and ServiceAccount; rendering is pure, so a drift check of
@@ -142,6 +146,30 @@ class BackupComponent:
         return list(cached[1])
 
     # --- reconcile -----------------------------------------------------------------------
+
+    def _service_account_needed(self, t: Tenant, live: dict, sa: dict) -> bool:
+        """Whether to hand the ServiceAccount to the reconciler. ServiceAccounts are
+        not among the watched kinds, so it is never in `live` and the reconciler
+        would apply it on every drift check. When it is not in `live`, one GET
+        (repeated at most every backendResyncInterval while unchanged) tells
+        whether it already is as wanted; if so it is left out of this pass. When
+        it is in `live` (watched), it is always included, so pruning stays right."""
+        key = render_object_key(sa)
+        if key in live or self.kube is None:
+            return True
+        want = sa["metadata"]["annotations"][ANNOTATION_HASH]
+        seen = self._sa_checked.get(t.name)
+        if seen and seen[0] == want and time.monotonic() - seen[1] < self.cfg.backend_resync_interval:
+            return False
+        try:
+            current = self.kube.get("ServiceAccount", sa["metadata"]["name"], t.namespace)
+        except ApiException:
+            return True
+        if current is not None and not needs_apply(sa, current):
+            self._sa_checked[t.name] = (want, time.monotonic())
+            return False
+        self._sa_checked.pop(t.name, None)
+        return True
 
     def _live(self, t: Tenant, live: dict) -> dict:
         return {key: obj for key, obj in live.items()
@@ -164,7 +192,8 @@ class BackupComponent:
             return self._result(Condition(ctype, False, "NotConfigured",
                                           "backups need object storage, which the operator config lacks"))
 
-        objects = self._objects(t)
+        objects = [o for o in self._objects(t)
+                   if o["kind"] != "ServiceAccount" or self._service_account_needed(t, live, o)]
         states = {}
         for service in t.databases:
             key = ("batch/v1", "CronJob", t.namespace, naming.backup_cronjob(service))
@@ -188,7 +217,7 @@ class BackupComponent:
         if failing:
             cond = Condition(ctype, False, "BackupFailing", "; ".join(f"{s}: {d}" for s, d in failing.items()))
         elif t.suspended:
-            cond = Condition(ctype, True, "Suspended", f"{len(objects) - 1} backup CronJob(s) suspended")
+            cond = Condition(ctype, True, "Suspended", f"{len(t.databases)} backup CronJob(s) suspended")
         elif all(state == "Succeeded" for state, _, _ in states.values()):
             cond = Condition(ctype, True, "Succeeded",
                              f"last scheduled backup of {len(states)} database(s) succeeded; oldest of the "
@@ -202,6 +231,7 @@ class BackupComponent:
 
     def forget(self, tenant: str) -> None:
         self._rendered.pop(tenant, None)
+        self._sa_checked.pop(tenant, None)
         from tenant_operator.metrics import BACKUP_AGE
         try:
             BACKUP_AGE.remove(tenant)
