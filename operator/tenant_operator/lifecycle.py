@@ -72,6 +72,14 @@ def plan(t: spec.Tenant) -> tuple[str, ...]:
 
 
 def advance(state, body: dict, live: dict, now: datetime | None = None) -> Step:
+    name = body["metadata"]["name"]
+    state.reconciler.begin_deletion(name)
+    # Waits for a reconcile that was already running to finish first.
+    with state.reconciler.tenant_lock(name):
+        return _advance(state, body, live, now)
+
+
+def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
     cfg = state.cfg
     now = now or datetime.now(UTC)
     # The handler's copy can predate our own status writes of the previous pass;

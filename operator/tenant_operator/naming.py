@@ -68,7 +68,15 @@ def namespace(tenant: str, prefix: str = "tenant-") -> str:
 # --- MySQL -----------------------------------------------------------------
 
 def mysql_database(tenant: str, service: str) -> str:
-    return shorten(f"{tenant_id(tenant)}_{service.replace('-', '_')}_db", MYSQL_DB_MAX, "_", "_db")
+    """Within 64 characters also once every '_' is escaped as '\\_' for GRANT
+    (MariaDB checks the escaped form against the limit)."""
+    full = f"{tenant_id(tenant)}_{service.replace('-', '_')}_db"
+    limit = MYSQL_DB_MAX
+    name = shorten(full, limit, "_", "_db")
+    while len(name) + name.count("_") > MYSQL_DB_MAX:
+        limit -= 1
+        name = shorten(full, limit, "_", "_db")
+    return name
 
 
 def mysql_user(tenant: str, service: str) -> str:

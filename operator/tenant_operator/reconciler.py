@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -59,6 +60,12 @@ class Reconciler:
         self.backends = backends or []    # objects with .sync(t, live, now) -> ComponentResult | None
         self._failures: dict[str, int] = {}
         self._render_cache: dict[str, tuple[str, list[dict]]] = {}
+        # One reconcile or deletion step per tenant at a time. A daemon's reconcile
+        # thread can outlive its (cancelled) coroutine: without this lock it could
+        # re-create what a purge just removed.
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+        self._deleting: set[str] = set()
 
     # --- helpers -------------------------------------------------------------
 
@@ -102,6 +109,14 @@ class Reconciler:
 
     def reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None = None,
                   deletion: dict | None = None) -> ReconcileResult:
+        name = body["metadata"]["name"]
+        with self.tenant_lock(name):
+            if deletion is None and (name in self._deleting or body["metadata"].get("deletionTimestamp")):
+                return ReconcileResult()   # the deletion lifecycle owns this tenant now
+            return self._reconcile(body, live, model=model, deletion=deletion)
+
+    def _reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None,
+                   deletion: dict | None) -> ReconcileResult:
         name = body["metadata"]["name"]
         result = ReconcileResult()
         current = body.get("status") or {}
@@ -214,9 +229,18 @@ class Reconciler:
             self._render_cache[t.name] = cached
         return cached[1]
 
+    def tenant_lock(self, tenant: str) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(tenant, threading.RLock())
+
+    def begin_deletion(self, tenant: str) -> None:
+        """From now on only the deletion lifecycle acts on this tenant."""
+        self._deleting.add(tenant)
+
     def forget(self, tenant: str) -> None:
         self._render_cache.pop(tenant, None)
         self._failures.pop(tenant, None)
+        self._deleting.discard(tenant)
 
     def _apply(self, obj: dict, live: dict[Key, dict]) -> bool:
         desired = obj if ANNOTATION_HASH in obj["metadata"].get("annotations", {}) else with_hash(obj)

@@ -589,12 +589,6 @@ def test_long_tenant_name_gets_shortened_backend_names(tenants, core):
     assert mysql_user_exists(user)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operator bug: backends/mysql.py _grant_database escapes every '_' as '\\_' for the GRANT, and "
-    "MariaDB limits the escaped identifier to 64 characters (error 1102 Incorrect database name), "
-    "while naming.mysql_database keeps only the unescaped name within 64: a database name with "
-    "len + count('_') > 64 (here one shortened to 64) gets no grant and DatabasesReady stays False "
-    "(BackendUnavailable)."))
 def test_database_name_at_the_mysql_limit_is_usable(tenants, core):
     name = long_name()
     tid = name.replace("-", "_")

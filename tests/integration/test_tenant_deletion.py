@@ -302,11 +302,6 @@ def test_purge_completes_after_the_operator_is_killed_mid_grace(tenants, core, o
     assert wait_purge_events(core, name) == PURGE_STEPS   # ...and ran every step once
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operator bug: backends/mysql.py list_tenant_accounts/_owned take every `<tenant_id>_..._db` and "
-    "`<tenant_id>_..._user`, so purging tenant `x` (prefix `x_`) also drops database `x_sub_auth_db` and "
-    "user `x_sub_auth_user` of tenant `x-sub`; _owned must refuse a '_' between prefix and suffix "
-    "(service names carry none), as owned_buckets does for '-'."))
 def test_purge_leaves_a_tenant_whose_name_extends_it_alone(tenants, core):
     """Tenant `x` must not take the databases of tenant `x-y` (`x_y_auth_db` starts with `x_`)."""
     base = tenants.create(unique("del-pfx"), databases=["auth"])
@@ -327,13 +322,6 @@ def test_purge_leaves_a_tenant_whose_name_extends_it_alone(tenants, core):
     assert tenants.get(longer)["status"]["phase"] == "Ready"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operator bug: the purge does not wait for a reconcile of the same tenant that started before the "
-    "deletion. handlers.on_delete runs lifecycle.advance while the reconcile daemon's executor job "
-    "(kopf stops the daemon coroutine, not the thread) keeps converging with the pre-deletion spec, "
-    "so after revoke-credentials/drop-databases/delete-buckets/delete-vhost it re-creates the MinIO "
-    "policy and user, the RabbitMQ vhost and user (with the old password and full permissions), "
-    "buckets, databases and MySQL users. Seen with gracePeriod 0s or purge-now right after a spec change."))
 def test_purge_racing_a_running_reconcile_leaves_nothing_behind(tenants, core):
     name = tenants.create(unique("del-race"), **FULL)
     tenants.wait_phase(name, "Ready", READY_TIMEOUT)

@@ -48,7 +48,12 @@ def _like_literal(text: str) -> str:
 
 
 def _owned(name: str, prefix: str, suffix: str) -> bool:
-    return name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+    """`<tenant_id>_<service><suffix>` exactly. Service names carry no '_', so
+    tenant `x` never claims `x_sub_auth_db`, which belongs to tenant `x-sub`."""
+    if not (name.startswith(prefix) and name.endswith(suffix)):
+        return False
+    middle = name[len(prefix):len(name) - len(suffix)]
+    return bool(middle) and "_" not in middle
 
 
 def _grant_database(database: str) -> str:
