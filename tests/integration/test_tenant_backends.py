@@ -24,10 +24,13 @@ import requests
 from kubernetes.client.rest import ApiException
 from minio import Minio, MinioAdmin
 from minio.credentials import StaticProvider
-from minio.deleteobjects import DeleteObject
 from minio.error import MinioAdminException, S3Error
 
-from .conftest import unique, wait_for
+from .conftest import (
+    remove_bucket,  # noqa: F401 - shared with the other modules
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -316,18 +319,6 @@ def rabbit_user_exists(user: str) -> bool:
     return rabbit("GET", "users", user) is not None
 
 
-def remove_bucket(name: str) -> None:
-    """Delete a bucket with every object version in it (admin)."""
-    s3 = admin_s3()
-    if not s3.bucket_exists(name):
-        return
-    objects = [DeleteObject(o.object_name, o.version_id)
-               for o in s3.list_objects(name, recursive=True, include_version=True)]
-    for err in s3.remove_objects(name, objects):
-        raise AssertionError(f"cannot remove {err.name} from {name}: {err}")
-    s3.remove_bucket(name)
-
-
 def admin_cleanup(tenant: str) -> None:
     """Remove whatever a tenant left on the servers (Retain policy, backups bucket).
     Only for tenants whose Tenant object is gone: the operator would recreate them."""
@@ -348,22 +339,6 @@ def admin_cleanup(tenant: str) -> None:
     for kind in ("vhosts", "users"):
         rabbit("DELETE", kind, tenant)
 
-
-@pytest.fixture(scope="module")
-def leftovers():
-    """Tenants whose `<tenant>-backups` bucket (kept by a purge, by design) is removed at module end."""
-    _require_env()
-    names: list[str] = []
-    yield names
-    for name in names:
-        remove_bucket(f"{name}-backups")
-
-
-@pytest.fixture
-def tenants(tenants, leftovers):
-    """conftest's `tenants`, whose purged tenants also lose their backups bucket at module end."""
-    yield tenants
-    leftovers.extend(tenants.created)
 
 
 def tenant_events(core, name: str, reason: str | None = None) -> list:

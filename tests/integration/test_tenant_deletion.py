@@ -26,7 +26,6 @@ from .test_tenant_backends import (
     FULL,
     READY_TIMEOUT,
     REFUSAL_TIMEOUT,
-    _require_env,
     admin_cleanup,
     admin_rows,
     admin_s3,
@@ -40,7 +39,6 @@ from .test_tenant_backends import (
     minio_user_exists,
     mysql_user_exists,
     rabbit_user_exists,
-    remove_bucket,
     s3_client,
     s3_refused,
     secret_data,
@@ -54,21 +52,6 @@ pytestmark = pytest.mark.integration
 
 PURGE_STEPS = ["revoke-credentials", "drop-databases", "delete-buckets", "delete-vhost", "delete-namespace"]
 
-
-@pytest.fixture(scope="module")
-def leftovers():
-    """Tenants whose `<tenant>-backups` bucket (kept by a purge, by design) is removed at module end."""
-    _require_env()
-    names: list[str] = []
-    yield names
-    for name in names:
-        remove_bucket(f"{name}-backups")
-
-
-@pytest.fixture
-def tenants(tenants, leftovers):
-    yield tenants
-    leftovers.extend(tenants.created)
 
 
 def _time(value: str) -> datetime:

@@ -24,7 +24,6 @@ from .test_tenant_backends import (
     amqp_roundtrip,
     db_error,
     db_query,
-    remove_bucket,
     s3_works,
     secret_data,
     secret_gone,
@@ -38,21 +37,6 @@ pytestmark = pytest.mark.integration
 RECOVERY_TIMEOUT = 240
 DETECT_TIMEOUT = 120
 
-
-@pytest.fixture(scope="module")
-def leftovers():
-    """Tenants whose `<tenant>-backups` bucket (kept by a purge, by design) is removed at module end."""
-    _require_env()
-    names: list[str] = []
-    yield names
-    for name in names:
-        remove_bucket(f"{name}-backups")
-
-
-@pytest.fixture
-def tenants(tenants, leftovers):
-    yield tenants
-    leftovers.extend(tenants.created)
 
 
 def devenv(script: str, component: str) -> None:
