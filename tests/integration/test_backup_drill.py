@@ -4,7 +4,7 @@ A tenant database and user are created with `MySQLBackend`, its versioned
 backups bucket and scoped storage user with `MinioStore`: the shapes the
 operator creates. The backup runs as exactly the command line of the rendered
 CronJob's container, as a subprocess whose environment holds the Secret keys
-(as `envFrom` gives them) and the container's `env`. Nothing is mocked.
+(as `envFrom` gives them) and the container's `env`. No test doubles are used.
 
 The CronJob itself is checked by the API server (server-side dry run, then a
 real create in a throwaway namespace with the tenant's restricted Pod

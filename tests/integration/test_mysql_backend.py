@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import time
 from dataclasses import dataclass, field
 
 import pymysql
@@ -16,6 +15,8 @@ import pytest
 from tenant_operator import config, naming
 from tenant_operator.backends.mysql import MySQLBackend
 from tenant_operator.errors import BackendUnavailable
+
+from .conftest import wait_for as _wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +44,7 @@ def _password() -> str:
 
 
 def _poll(condition, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
-
+    return _wait_for(condition, timeout, interval, "condition")
 
 @dataclass
 class Account:

@@ -34,6 +34,8 @@ from tenant_operator.backends.objectstore import (
 from tenant_operator.config import ObjectStorageConfig
 from tenant_operator.errors import BackendUnavailable
 
+from .conftest import wait_for as _wait_for
+
 ENV = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
 
 pytestmark = [
@@ -49,15 +51,7 @@ GIB = 1 << 30
 
 def poll(condition, timeout: float = IAM_WAIT, interval: float = 0.2, what: str = "condition"):
     """Return condition()'s first truthy value, failing the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
+    return _wait_for(condition, timeout, interval, what)
 
 def _host() -> tuple[str, bool]:
     url = urlsplit(os.environ["MINIO_ENDPOINT"])

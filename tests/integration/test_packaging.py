@@ -15,13 +15,14 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 from tenant_operator import config, render, spec
+
+from .conftest import wait_for as _wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tenant-operator"
@@ -76,13 +77,7 @@ def server_dry_run(manifest: str, *extra: str) -> list[str]:
 
 
 def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
+    _wait_for(predicate, timeout, 0.5, what)
 
 def exists(kind: str, name: str, namespace: str = "") -> bool:
     args = ["get", kind, name, "--ignore-not-found", "-o", "name"]

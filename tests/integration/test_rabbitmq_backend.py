@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import time
 from urllib.parse import quote
 
 import pika
@@ -21,6 +20,8 @@ import requests
 from tenant_operator.backends.rabbitmq import RabbitMQBackend, amqp_url
 from tenant_operator.config import RabbitMQConfig
 from tenant_operator.errors import BackendUnavailable
+
+from .conftest import wait_for as _wait_for
 
 ENV = ("RABBITMQ_MGMT_URL", "RABBITMQ_AMQP_HOST", "RABBITMQ_AMQP_PORT",
        "RABBITMQ_ADMIN_USER", "RABBITMQ_ADMIN_PASSWORD")
@@ -50,15 +51,7 @@ def _cfg(**overrides) -> RabbitMQConfig:
 
 def poll(condition, timeout: float = STATS_WAIT, interval: float = 0.2, what: str = "condition"):
     """Return condition()'s first truthy value, failing the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
+    return _wait_for(condition, timeout, interval, what)
 
 class Mgmt:
     """Direct management API reads, to check what the backend did."""
