@@ -364,7 +364,9 @@ class RabbitMQComponent(BackendComponent):
             if self._client is None:
                 if self.cfg.rabbitmq is None:
                     raise ConfigError("rabbitmq", "the tenant asks for messaging but no RabbitMQ is configured")
-                self._client = RabbitMQBackend(self.cfg.rabbitmq)
+                # Creating a vhost starts its message stores; on a broker holding
+                # hundreds of vhosts that takes longer than a short HTTP timeout.
+                self._client = RabbitMQBackend(self.cfg.rabbitmq, timeout=30.0)
             return self._client
 
     def wanted(self, t: Tenant) -> bool:
