@@ -8,6 +8,8 @@ import copy
 import pytest
 from tenant_operator import config, naming, render, spec
 
+from .samples import PREMIUM
+
 CFG = config.from_dict({})
 CFG_SHARED = config.from_dict({
     "ingressControllerNamespace": "ingress-system",
@@ -17,24 +19,6 @@ CFG_SHARED = config.from_dict({
     ],
 })
 
-PREMIUM = {
-    "metadata": {"name": "client-abc", "generation": 3},
-    "spec": {
-        "displayName": "Client ABC",
-        "tier": "premium",
-        "domains": ["client-abc.example.com"],
-        "billing": {"id": "sub_abc123", "costCenter": "CC-ABC-001"},
-        "quota": {"pods": "60"},
-        "databases": ["auth", "products", "orders"],
-        "objectStorage": {"buckets": ["products", "sav"], "quotaGiB": 150},
-        "messaging": {"queues": ["auth", "orders"]},
-        "ingress": {"className": "nginx", "clusterIssuer": "letsencrypt-prod", "service": "api-gateway",
-                    "port": 8100},
-        "admins": [{"kind": "User", "name": "alice@client-abc.example.com"}],
-        "backup": {"schedule": "0 2 * * *", "retention": {"daily": 30, "weekly": 12, "monthly": 12}},
-        "deletion": {"gracePeriod": "720h", "policy": "Delete"},
-    },
-}
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*", "escalate", "bind",
                "impersonate"}
