@@ -90,11 +90,14 @@ class Operator:
         self.proc: subprocess.Popen | None = None
 
     def start(self):
+        # Fresh ports on every start: a port found free earlier (or its neighbour)
+        # may have been taken since, e.g. as the local end of an outgoing connection.
+        self.metrics_port, self.liveness_port = free_port(), free_port()
         self.log_handle = open(self.log, "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tenant_operator", "run", "--config", str(self.config),
              "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
-             "--liveness", f"http://127.0.0.1:{self.metrics_port + 1}/healthz"],
+             "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
             stdout=self.log_handle, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_for(lambda: self.metric("tenant_operator_api_writes_total") is not None, 60,
                  what="operator metrics endpoint")

@@ -58,3 +58,6 @@ def test_metrics_endpoint(tenants, operator):
     assert operator.metric("tenant_operator_tenants", '{phase="Ready"}') >= 1
     assert operator.metric("tenant_operator_reconcile_duration_seconds_count") >= 1
     assert operator.metric("tenant_operator_api_writes_total") >= 1
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/healthz", timeout=5) as resp:
+        assert resp.status == 200
