@@ -1,5 +1,9 @@
 """Sample Tenant objects shared by the unit tests."""
 
+import copy
+
+from tenant_operator import spec
+
 PREMIUM = {
     "metadata": {"name": "client-abc", "generation": 3},
     "spec": {
@@ -18,3 +22,14 @@ PREMIUM = {
         "deletion": {"gracePeriod": "720h", "policy": "Delete"},
     },
 }
+
+
+def parse_with(base: dict, cfg, **changes) -> spec.Tenant:
+    """Parse a copy of `base` with top-level spec keys replaced (None removes the key)."""
+    obj = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is None:
+            obj["spec"].pop(key, None)
+        else:
+            obj["spec"][key] = value
+    return spec.parse(obj, cfg)

@@ -14,6 +14,8 @@ from tenant_operator import cli, config, naming, spec
 from tenant_operator.backup.component import BackupComponent, cronjob_state, max_interval
 from tenant_operator.render import backup as render_backup
 
+from .samples import parse_with
+
 CFG = config.from_dict({"backupImage": "registry.example/tenant-operator:1.2.3",
                         "objectStorage": {"endpoint": "http://minio:9000"}})
 
@@ -28,13 +30,7 @@ BASE = {
 
 
 def tenant(cfg=CFG, **changes) -> spec.Tenant:
-    obj = copy.deepcopy(BASE)
-    for key, value in changes.items():
-        if value is None:
-            obj["spec"].pop(key, None)
-        else:
-            obj["spec"][key] = value
-    return spec.parse(obj, cfg)
+    return parse_with(BASE, cfg, **changes)
 
 
 def cronjobs(t: spec.Tenant, cfg=CFG) -> dict[str, dict]:

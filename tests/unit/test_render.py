@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import copy
 
 import pytest
 from tenant_operator import config, naming, render, spec
 
-from .samples import PREMIUM
+from .samples import PREMIUM, parse_with
 
 CFG = config.from_dict({})
 CFG_SHARED = config.from_dict({
@@ -25,13 +24,7 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*", "
 
 
 def tenant(cfg=CFG, **changes) -> spec.Tenant:
-    obj = copy.deepcopy(PREMIUM)
-    for key, value in changes.items():
-        if value is None:
-            obj["spec"].pop(key, None)
-        else:
-            obj["spec"][key] = value
-    return spec.parse(obj, cfg)
+    return parse_with(PREMIUM, cfg, **changes)
 
 
 def by_name(objs: list[dict]) -> dict[str, dict]:
