@@ -63,6 +63,10 @@ stop_component() {
   while kill -0 "$p" 2>/dev/null && (( $(date +%s) < deadline )); do sleep 0.2; done
   kill -KILL -- "-$p" 2>/dev/null || true
   rm -f "$RUN/$c.pid"
+  # The node started epmd as a daemon; stop it too unless other nodes use it.
+  if [[ "$c" == rabbitmq ]] && command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q '^name '; then
+    epmd -kill >/dev/null 2>&1 || true
+  fi
   log "$c: stopped"
 }
 
@@ -199,7 +203,7 @@ rabbit_env() {
       RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_CONFIG_FILE="$d/rabbitmq" \
       RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
       RABBITMQ_PID_FILE="$d/rabbit.pid" RABBITMQ_DIST_PORT="$RABBIT_DIST_PORT" \
-      RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf"
+      RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf" ERL_EPMD_ADDRESS=127.0.0.1
     "$@"
   )
 }
@@ -221,7 +225,15 @@ loopback_users.guest = true
 collect_statistics_interval = 5000
 CONF
   echo '[rabbitmq_management].' > "$d/enabled_plugins"
-  : > "$d/rabbitmq-env.conf"
+  # Sourced by the server script right before it starts Erlang. `su` resets
+  # the soft open-files limit to 1024, and every vhost keeps message-store
+  # files open: at a few hundred vhosts the broker hits emfile and loses its
+  # tables. Erlang distribution (the node and every CLI call) stays on loopback.
+  cat > "$d/rabbitmq-env.conf" <<'ENVCONF'
+ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true
+SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+ENVCONF
   chown -R rabbitmq:rabbitmq "$d"
   rabbit_env spawn rabbitmq rabbitmq-server
   wait_until 90 rabbitmq rabbit_env rabbitmqctl -n "$RABBIT_NODE" await_startup

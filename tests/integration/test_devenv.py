@@ -4,13 +4,15 @@ validation by the API server itself, and the three backends."""
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from kubernetes.client.rest import ApiException
 
-from .conftest import GROUP, PLURAL, VERSION, tenant_body, unique, wait_for
+from .conftest import DEVENV, GROUP, PLURAL, VERSION, tenant_body, unique, wait_for
 
 VALID = {
     "displayName": "Client ABC", "tier": "premium", "domains": ["client-abc.example.com"],
@@ -164,3 +166,58 @@ def test_minio_answers():
         assert client.bucket_exists(name)
     finally:
         client.remove_bucket(name)
+
+
+def _listening_inodes() -> dict[int, str]:
+    """socket inode -> 'address:port' for every listening TCP socket."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":          # TCP_LISTEN
+                continue
+            addr_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(addr_hex)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            out[int(fields[9])] = f"{ipaddress.ip_address(words)}:{int(port_hex, 16)}"
+    return out
+
+
+def _devenv_pids(run_dir: Path) -> set[int]:
+    """Every process of the devenv: each component is started in its own
+    session, so its whole tree shares the session id; epmd daemonises apart."""
+    leaders = {int(p.read_text()) for p in run_dir.glob("*.pid")}
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (proc / "comm").read_text().strip()
+        except OSError:
+            continue
+        if int(stat[3]) in leaders or comm == "epmd":
+            pids.add(int(proc.name))
+    return pids
+
+
+def test_every_devenv_server_listens_on_loopback_only():
+    run_dir = DEVENV / "run"
+    listening = _listening_inodes()
+    seen = {}
+    for pid in _devenv_pids(run_dir):
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and int(target[8:-1]) in listening:
+                seen[listening[int(target[8:-1])]] = pid
+    assert len(seen) >= 8, f"expected the listeners of etcd, apiserver, backends; found {sorted(seen)}"
+    exposed = {a: p for a, p in seen.items() if not ipaddress.ip_address(a.rsplit(":", 1)[0]).is_loopback}
+    assert not exposed, f"listening beyond loopback: {exposed}"
