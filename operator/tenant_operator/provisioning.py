@@ -251,26 +251,33 @@ class ObjectStorageComponent(BackendComponent):
     def __init__(self, cfg, kube):
         super().__init__(cfg, kube)
         self._store = None
+        self._listing = None
 
     @property
     def store(self):
-        from tenant_operator.backends.objectstore import make_objectstore
+        from tenant_operator.backends.objectstore import BucketListing, make_objectstore
         with self._lock:
             if self._store is None:
                 if self.cfg.object_storage is None:
                     raise ConfigError("objectStorage", "the tenant asks for buckets but no object storage "
                                                        "is configured")
                 self._store = make_objectstore(self.cfg.object_storage)
+                self._listing = BucketListing(self._store)
             return self._store
+
+    @staticmethod
+    def _owned(t: Tenant, names: list[str]) -> list[str]:
+        """Buckets of this tenant among `names`. Bucket names carry no '-', so
+        `<tenant>-x-y` belongs to tenant `<tenant>-x`, never to `<tenant>`."""
+        prefix = f"{t.name}-"
+        return [b for b in names if b.startswith(prefix) and "-" not in b[len(prefix):]]
 
     def wanted(self, t: Tenant) -> bool:
         return t.object_storage is not None or (bool(t.databases) and t.backup.enabled)
 
     def owned_buckets(self, t: Tenant) -> list[str]:
-        """Buckets of this tenant that exist. Bucket names carry no '-', so
-        `<tenant>-x-y` belongs to tenant `<tenant>-x`, never to `<tenant>`."""
-        prefix = f"{t.name}-"
-        return [b for b in self.store.list_buckets(prefix) if "-" not in b[len(prefix):]]
+        """Buckets of this tenant that exist, listed afresh (purge, retained data)."""
+        return self._owned(t, self.store.list_buckets(f"{t.name}-"))
 
     def converge(self, t: Tenant, live: dict, rotate: bool) -> ComponentResult:
         store = self.store
@@ -283,13 +290,18 @@ class ObjectStorageComponent(BackendComponent):
         for name in buckets.values():
             changes.extend(f"{name}: {c}" for c in store.ensure_bucket(name, quota_bytes=quota, versioning=False))
         changes.extend(f"{backups}: {c}" for c in store.ensure_bucket(backups, quota_bytes=None, versioning=True))
+        changes.extend(f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
+            backups, self.cfg.backups_bucket_retention_days))
 
+        listing = self._listing
+        listing.add([*buckets.values(), backups])
         events, kept = [], []
-        for bucket in self.owned_buckets(t):
+        for bucket in self._owned(t, listing.names(f"{t.name}-")):
             if bucket in buckets.values() or bucket == backups:
                 continue
             if store.bucket_is_empty(bucket) or t.deletion.policy == "Delete":
                 store.delete_bucket(bucket, purge=t.deletion.policy == "Delete")
+                listing.discard(bucket)
                 events.append(("Normal", "BucketDeleted", f"deleted {bucket} (removed from spec)"))
             else:
                 kept.append(bucket)
@@ -336,10 +348,15 @@ class ObjectStorageComponent(BackendComponent):
             return "deleted storage user" if store.delete_user(naming.storage_user(t.name),
                                                                naming.storage_policy(t.name)) else ""
         if step == "delete-buckets":
-            # The backups bucket stays: it follows the platform's backup retention.
-            gone = [b for b in self.owned_buckets(t)
-                    if b != naming.backups_bucket(t.name) and store.delete_bucket(b, purge=True)]
-            return f"deleted buckets {', '.join(gone)}" if gone else ""
+            # The backups bucket stays and follows the platform's retention: from
+            # now on each backup expires backupsBucketRetentionDays after it was taken.
+            backups, owned = naming.backups_bucket(t.name), self.owned_buckets(t)
+            gone = [b for b in owned if b != backups and store.delete_bucket(b, purge=True)]
+            done = [f"deleted buckets {', '.join(gone)}"] if gone else []
+            if backups in owned:
+                done += [f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
+                    backups, self.cfg.backups_bucket_retention_days, purged=True)]
+            return "; ".join(done)
         return ""
 
     def retained(self, t: Tenant) -> list[str]:

@@ -72,10 +72,14 @@ def crd(kube_config):
     return True
 
 
+BACKUPS_RETENTION_DAYS = 7
+
+
 def operator_config(tmp_path_factory, **overrides) -> Path:
     base = yaml.safe_load((DEVENV / "operator-config.yaml").read_text())
     base.update({"driftInterval": "5s", "deletionPollInterval": "1s", "workers": 8,
-                 "backendResyncInterval": "30s", "backupImage": "tenant-operator:test"})
+                 "backendResyncInterval": "30s", "backupImage": "tenant-operator:test",
+                 "backupsBucketRetentionDays": BACKUPS_RETENTION_DAYS})
     base.update(overrides)
     path = tmp_path_factory.mktemp("operator") / "config.yaml"
     path.write_text(yaml.safe_dump(base))

@@ -19,16 +19,20 @@ from urllib.parse import urlsplit
 
 import pytest
 from minio import Minio, MinioAdmin
-from minio.commonconfig import ENABLED
+from minio.commonconfig import ENABLED, Filter
 from minio.credentials import StaticProvider
 from minio.error import S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from minio.versioningconfig import VersioningConfig
 from tenant_operator import naming
 from tenant_operator.backends.objectstore import (
+    BACKUPS_RULE_ID,
     BucketNotEmpty,
     Credentials,
     InvalidBucketName,
     MinioStore,
+    backups_rule,
+    describe_backups_rule,
     make_objectstore,
 )
 from tenant_operator.config import ObjectStorageConfig
@@ -323,18 +327,26 @@ def test_list_buckets_by_prefix(store, make_tenant):
     assert store.list_buckets(f"{b.name}-") == sorted(b.buckets)
 
 
-def test_lifecycle_expiry(store, make_tenant):
+def test_backups_lifecycle_is_idempotent_and_keeps_platform_rules(store, make_tenant):
     a = make_tenant()
     backups = a.buckets[1]
-    store.set_lifecycle_expiry(backups, "db/", 30)
-    store.set_lifecycle_expiry(backups, "db/", 30)
-    rules = root_s3().get_bucket_lifecycle(backups).rules
-    assert len(rules) == 1
-    assert rules[0].rule_filter.prefix == "db/"
-    assert rules[0].expiration.days == 30
-    assert rules[0].noncurrent_version_expiration.noncurrent_days == 30
-    store.set_lifecycle_expiry(backups, "db/", 90)
-    assert root_s3().get_bucket_lifecycle(backups).rules[0].expiration.days == 90
+    assert store.ensure_backups_lifecycle(backups, 30) == [describe_backups_rule(backups_rule(30, purged=False))]
+    assert store.ensure_backups_lifecycle(backups, 30) == []
+    (rule,) = root_s3().get_bucket_lifecycle(backups).rules
+    assert (rule.rule_id, rule.rule_filter.prefix) == (BACKUPS_RULE_ID, "")
+    assert rule.expiration.expired_object_delete_marker is True and rule.expiration.days is None
+    assert rule.noncurrent_version_expiration.noncurrent_days == 30
+
+    # A rule the platform added is kept when ours changes (here: the tenant is purged).
+    platform = Rule(ENABLED, rule_filter=Filter(prefix="tmp/"), rule_id="platform-tmp", expiration=Expiration(days=1))
+    root_s3().set_bucket_lifecycle(backups, LifecycleConfig([rule, platform]))
+    assert store.ensure_backups_lifecycle(backups, 30, purged=True) == [
+        describe_backups_rule(backups_rule(30, purged=True))]
+    rules = {r.rule_id: r for r in root_s3().get_bucket_lifecycle(backups).rules}
+    assert set(rules) == {BACKUPS_RULE_ID, "platform-tmp"}
+    assert rules[BACKUPS_RULE_ID].expiration.days == 30
+    assert rules["platform-tmp"].rule_filter.prefix == "tmp/"
+    assert store.ensure_backups_lifecycle(backups, 30, purged=True) == []
 
 
 def test_delete_user(store, make_tenant):

@@ -27,6 +27,7 @@ from minio.credentials import StaticProvider
 from minio.error import MinioAdminException, S3Error
 
 from .conftest import (
+    BACKUPS_RETENTION_DAYS,
     remove_bucket,  # noqa: F401 - shared with the other modules
     unique,
     wait_for,
@@ -397,6 +398,10 @@ def test_two_tenants_are_isolated_on_every_backend(tenants, core):
     bucket_a, bucket_b = s3_a["S3_BUCKET_MEDIA"], s3_b["S3_BUCKET_MEDIA"]
     assert bucket_a == f"{a}-media" and s3_a["S3_BUCKETS"] == bucket_a
     assert s3_a["S3_BACKUPS_BUCKET"] == f"{a}-backups"
+    # Replaced or deleted backups stay recoverable for the platform's retention, then go.
+    (rule,) = admin_s3().get_bucket_lifecycle(s3_a["S3_BACKUPS_BUCKET"]).rules
+    assert rule.noncurrent_version_expiration.noncurrent_days == BACKUPS_RETENTION_DAYS
+    assert rule.expiration.expired_object_delete_marker is True and rule.expiration.days is None
     client = s3_client(s3_a)
     client.put_object(bucket_a, "docs/hello.txt", io.BytesIO(b"hello"), 5, content_type="text/plain")
     assert client.get_object(bucket_a, "docs/hello.txt").read() == b"hello"

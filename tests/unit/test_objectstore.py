@@ -14,13 +14,18 @@ import pytest
 from botocore.stub import ANY, Stubber
 from tenant_operator.backends import objectstore
 from tenant_operator.backends.objectstore import (
+    BACKUPS_RULE_ID,
+    BucketListing,
     BucketNotEmpty,
     Credentials,
     InvalidBucketName,
     MinioStore,
     S3IamStore,
+    backups_rule,
+    describe_backups_rule,
     make_objectstore,
     normalize_policy,
+    rule_is_current,
     tenant_policy,
     validate_bucket_name,
 )
@@ -196,7 +201,7 @@ def test_minio_checks_names_before_calling():
     with pytest.raises(ValueError):
         store.ensure_user("x", "tenant-x", ["acme-data"], enabled=True, current=None)
     with pytest.raises(ValueError):
-        store.set_lifecycle_expiry("acme-backups", "db/", 0)
+        store.ensure_backups_lifecycle("acme-backups", 0)
 
 
 # --- S3IamStore: buckets --------------------------------------------------------------------
@@ -300,17 +305,53 @@ def test_s3_list_buckets_by_prefix(aws):
     assert aws.list_buckets("acme-") == ["acme-backups", "acme-data"]
 
 
-def test_s3_lifecycle_expiry_is_set_once(aws):
-    rule = {"ID": "tenant-operator-expiry", "Status": "Enabled", "Filter": {"Prefix": "db/"},
-            "Expiration": {"Days": 90}, "NoncurrentVersionExpiration": {"NoncurrentDays": 90}}
+def test_backups_rule_while_live_and_after_purge():
+    live = backups_rule(90, purged=False)
+    assert live["Expiration"] == {"ExpiredObjectDeleteMarker": True}     # current backups follow retention
+    assert live["NoncurrentVersionExpiration"] == {"NoncurrentDays": 90}
+    purged = backups_rule(90, purged=True)
+    assert purged["Expiration"] == {"Days": 90}
+    assert purged["ID"] == live["ID"] == BACKUPS_RULE_ID
+    assert "recoverable for 90 days" in describe_backups_rule(live)
+    assert "expire 90 days after" in describe_backups_rule(purged)
+    for bad in (0, -1, 1.5, True, "90"):
+        with pytest.raises(ValueError, match="positive number of days"):
+            backups_rule(bad, purged=False)
+
+
+def test_rule_is_current_compares_only_our_rule():
+    wanted = backups_rule(30, purged=False)
+    other = {"ID": "platform-archive", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+             "Expiration": {"Days": 1}}
+    assert rule_is_current([other, wanted], wanted)
+    assert not rule_is_current([other], wanted)
+    assert not rule_is_current([backups_rule(31, purged=False)], wanted)
+    assert not rule_is_current([backups_rule(30, purged=True)], wanted)
+    assert not rule_is_current([{**wanted, "Status": "Disabled"}], wanted)
+    assert rule_is_current([{**wanted, "Filter": {}}], wanted)    # an absent prefix is the empty prefix
+
+
+def test_s3_backups_lifecycle_is_set_once_and_keeps_other_rules(aws):
+    other = {"ID": "platform-archive", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+             "Expiration": {"Days": 1}}
+    wanted = backups_rule(90, purged=False)
+    aws.s3_stub.add_response("get_bucket_lifecycle_configuration", {"Rules": [other]}, {"Bucket": "acme-backups"})
+    aws.s3_stub.add_response("put_bucket_lifecycle_configuration", {}, {
+        "Bucket": "acme-backups", "LifecycleConfiguration": {"Rules": [other, wanted]}})
+    assert aws.ensure_backups_lifecycle("acme-backups", 90) == [describe_backups_rule(wanted)]
+    aws.s3_stub.add_response("get_bucket_lifecycle_configuration", {"Rules": [other, wanted]},
+                             {"Bucket": "acme-backups"})
+    assert aws.ensure_backups_lifecycle("acme-backups", 90) == []
+    aws.s3_stub.assert_no_pending_responses()
+
+
+def test_s3_backups_lifecycle_on_bucket_without_rules(aws):
+    purged = backups_rule(7, purged=True)
     aws.s3_stub.add_client_error("get_bucket_lifecycle_configuration",
                                  service_error_code="NoSuchLifecycleConfiguration", http_status_code=404)
     aws.s3_stub.add_response("put_bucket_lifecycle_configuration", {}, {
-        "Bucket": "acme-backups", "LifecycleConfiguration": {"Rules": [rule]}})
-    aws.set_lifecycle_expiry("acme-backups", "db/", 90)
-    aws.s3_stub.add_response("get_bucket_lifecycle_configuration", {"Rules": [rule]},
-                             {"Bucket": "acme-backups"})
-    aws.set_lifecycle_expiry("acme-backups", "db/", 90)
+        "Bucket": "acme-backups", "LifecycleConfiguration": {"Rules": [purged]}})
+    assert aws.ensure_backups_lifecycle("acme-backups", 7, purged=True) == [describe_backups_rule(purged)]
 
 
 # --- S3IamStore: users ----------------------------------------------------------------------
@@ -429,3 +470,39 @@ def test_iam_errors_name_the_iam_endpoint(aws):
     aws.iam_stub.add_client_error("get_user", service_error_code="AccessDenied", http_status_code=403)
     with pytest.raises(BackendUnavailable, match=r"ensuring user tenant-acme failed at https://iam\.amazonaws\.com"):
         aws.ensure_user(USER, POLICY, BUCKETS, enabled=True, current=None)
+
+
+# --- BucketListing ---------------------------------------------------------------------------
+
+class _CountingStore:
+    def __init__(self, names):
+        self.names, self.calls = list(names), 0
+
+    def list_buckets(self, prefix):
+        self.calls += 1
+        return sorted(n for n in self.names if n.startswith(prefix))
+
+
+def test_bucket_listing_is_shared_until_it_is_stale():
+    now = [100.0]
+    store = _CountingStore(["acme-data", "acme-backups", "other-data"])
+    listing = BucketListing(store, max_age=5.0, clock=lambda: now[0])
+    assert listing.names("acme-") == ["acme-backups", "acme-data"]
+    store.names.append("acme-late")              # created by someone else meanwhile
+    now[0] += 4.0
+    assert listing.names("other-") == ["other-data"]
+    assert listing.names("acme-") == ["acme-backups", "acme-data"]
+    assert store.calls == 1
+    now[0] += 1.5
+    assert listing.names("acme-") == ["acme-backups", "acme-data", "acme-late"]
+    assert store.calls == 2
+
+
+def test_bucket_listing_applies_this_process_changes_at_once():
+    store = _CountingStore(["acme-data", "acme-old"])
+    listing = BucketListing(store, max_age=60.0, clock=lambda: 0.0)
+    assert listing.names("acme-") == ["acme-data", "acme-old"]
+    listing.discard("acme-old")
+    listing.add(["acme-new"])
+    assert listing.names("acme-") == ["acme-data", "acme-new"]
+    assert store.calls == 1

@@ -21,6 +21,8 @@ import logging
 import os
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ BUCKET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])$")
 USER_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{3,64}$")
 SECRET_BYTES = 30            # token_urlsafe(30): 40 characters, MinIO's maximum secret length
 DELETE_BATCH = 1000          # S3 DeleteObjects limit
-LIFECYCLE_RULE_ID = "tenant-operator-expiry"
+BACKUPS_RULE_ID = "tenant-operator-backups"
 
 # What a tenant's user may do, and only on its own buckets.
 OBJECT_ACTIONS = (
@@ -102,8 +104,41 @@ class ObjectStore(Protocol):
                     current: Credentials | None) -> tuple[Credentials, list[str]]: ...
     def rotate(self, user: str, current: Credentials | None) -> Credentials: ...
     def delete_user(self, user: str, policy_name: str) -> bool: ...
-    def set_lifecycle_expiry(self, bucket: str, prefix: str, days: int) -> None: ...
+    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False) -> list[str]: ...
     def ping(self) -> None: ...
+
+
+class BucketListing:
+    """Bucket names shared by every tenant's converge.
+
+    ListBuckets returns every bucket of the account, so listing once per tenant
+    costs O(tenants^2) when many tenants converge together (at a thousand
+    tenants it was a quarter of the operator's CPU). One listing at most every
+    `max_age` seconds serves them all; buckets this process creates or deletes
+    are applied to it at once. Only the removed-from-spec check reads it, so a
+    bucket someone else created in the last seconds waits for the next converge;
+    purges list afresh."""
+
+    def __init__(self, store: ObjectStore, max_age: float = 5.0, clock=time.monotonic):
+        self._store, self._max_age, self._clock = store, max_age, clock
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+        self._at: float | None = None
+
+    def names(self, prefix: str) -> list[str]:
+        with self._lock:    # one listing in flight; the other converges wait for it
+            if self._at is None or self._clock() - self._at > self._max_age:
+                self._names = set(self._store.list_buckets(""))
+                self._at = self._clock()
+            return sorted(n for n in self._names if n.startswith(prefix))
+
+    def add(self, names) -> None:
+        with self._lock:
+            self._names.update(names)
+
+    def discard(self, name: str) -> None:
+        with self._lock:
+            self._names.discard(name)
 
 
 # --- shared helpers -------------------------------------------------------------
@@ -176,8 +211,39 @@ def normalize_policy(doc: Any) -> Any:
     return sorted(norm)
 
 
-def _lifecycle_rule_key(prefix: str, days: int) -> tuple:
-    return (LIFECYCLE_RULE_ID, "Enabled", prefix, days, days)
+def backups_rule(days: int, *, purged: bool) -> dict:
+    """The lifecycle rule of a tenant's versioned backups bucket, in S3's JSON shape.
+
+    While the tenant lives, retention deletes old backups; versioning keeps each
+    deleted or overwritten one recoverable for `days`, then it goes, and delete
+    markers left with no version behind them are cleaned up. Once the tenant is
+    purged, every backup also expires `days` after it was taken, so the bucket
+    empties itself on the platform's schedule."""
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError(f"backups retention must be a positive number of days, got {days!r}")
+    return {"ID": BACKUPS_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": ""},
+            "Expiration": {"Days": days} if purged else {"ExpiredObjectDeleteMarker": True},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": days}}
+
+
+def _rule_key(rule: dict) -> tuple:
+    expiration = rule.get("Expiration") or {}
+    return (rule.get("Status"), (rule.get("Filter") or {}).get("Prefix") or "", expiration.get("Days"),
+            bool(expiration.get("ExpiredObjectDeleteMarker")),
+            (rule.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays"))
+
+
+def rule_is_current(rules: list[dict], wanted: dict) -> bool:
+    """Whether `rules` (S3 shape) already hold exactly `wanted` under its ID."""
+    mine = [r for r in rules if r.get("ID") == wanted["ID"]]
+    return len(mine) == 1 and _rule_key(mine[0]) == _rule_key(wanted)
+
+
+def describe_backups_rule(rule: dict) -> str:
+    days = rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
+    if rule["Expiration"].get("Days"):
+        return f"lifecycle: backups expire {days} days after they were taken"
+    return f"lifecycle: deleted or replaced backups stay recoverable for {days} days"
 
 
 def _endpoint_parts(endpoint: str) -> tuple[str, bool]:
@@ -206,6 +272,24 @@ def _admin_reason(exc: MinioAdminException) -> str:
         return f"{body.get('Code', 'error')}: {body.get('Message', '')}".strip()
     except (ValueError, AttributeError, TypeError):
         return f"HTTP {getattr(exc, '_code', '?')}"
+
+
+def _minio_rule_dict(rule: Rule) -> dict:
+    exp, nce = rule.expiration, rule.noncurrent_version_expiration
+    return {"ID": rule.rule_id, "Status": rule.status,
+            "Filter": {"Prefix": rule.rule_filter.prefix if rule.rule_filter else None},
+            "Expiration": {"Days": exp.days, "ExpiredObjectDeleteMarker": exp.expired_object_delete_marker}
+            if exp else {},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": nce.noncurrent_days} if nce else {}}
+
+
+def _minio_rule(rule: dict) -> Rule:
+    exp = rule["Expiration"]
+    return Rule(ENABLED, rule_filter=Filter(prefix=rule["Filter"]["Prefix"]), rule_id=rule["ID"],
+                expiration=Expiration(days=exp.get("Days"),
+                                      expired_object_delete_marker=exp.get("ExpiredObjectDeleteMarker")),
+                noncurrent_version_expiration=NoncurrentVersionExpiration(
+                    noncurrent_days=rule["NoncurrentVersionExpiration"]["NoncurrentDays"]))
 
 
 class MinioStore:
@@ -361,25 +445,20 @@ class MinioStore:
         with self._guard("listing buckets"):
             return sorted(b.name for b in self._s3.list_buckets() if b.name.startswith(prefix))
 
-    def set_lifecycle_expiry(self, bucket: str, prefix: str, days: int) -> None:
+    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False) -> list[str]:
         validate_bucket_name(bucket)
-        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-            raise ValueError(f"days must be a positive integer, got {days!r}")
+        wanted = backups_rule(days, purged=purged)
         with self._guard(f"setting lifecycle of bucket {bucket}"):
             current = self._s3.get_bucket_lifecycle(bucket)
-            if current is not None and len(current.rules) == 1:
-                r = current.rules[0]
-                have = (r.rule_id, r.status, r.rule_filter.prefix if r.rule_filter else None,
-                        r.expiration.days if r.expiration else None,
-                        r.noncurrent_version_expiration.noncurrent_days
-                        if r.noncurrent_version_expiration else None)
-                if have == _lifecycle_rule_key(prefix, days):
-                    return
-            rule = Rule(ENABLED, rule_filter=Filter(prefix=prefix), rule_id=LIFECYCLE_RULE_ID,
-                        expiration=Expiration(days=days),
-                        noncurrent_version_expiration=NoncurrentVersionExpiration(noncurrent_days=days))
-            self._s3.set_bucket_lifecycle(bucket, LifecycleConfig([rule]))
-        log.info("objectstorage: bucket %s expires %r after %d days", bucket, prefix, days)
+            rules = list(current.rules) if current is not None else []
+            if rule_is_current([_minio_rule_dict(r) for r in rules], wanted):
+                return []
+            # Rules the platform added under other IDs are kept as they are.
+            others = [r for r in rules if r.rule_id != BACKUPS_RULE_ID]
+            self._s3.set_bucket_lifecycle(bucket, LifecycleConfig([*others, _minio_rule(wanted)]))
+        change = describe_backups_rule(wanted)
+        log.info("objectstorage: bucket %s %s", bucket, change)
+        return [change]
 
     # -- users --
 
@@ -656,10 +735,9 @@ class S3IamStore:
             names = [b["Name"] for b in self._s3.list_buckets().get("Buckets", [])]
         return sorted(n for n in names if n.startswith(prefix))
 
-    def set_lifecycle_expiry(self, bucket: str, prefix: str, days: int) -> None:
+    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False) -> list[str]:
         validate_bucket_name(bucket)
-        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-            raise ValueError(f"days must be a positive integer, got {days!r}")
+        wanted = backups_rule(days, purged=purged)
         with self._guard(f"setting lifecycle of bucket {bucket}"):
             try:
                 rules = self._s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
@@ -667,18 +745,14 @@ class S3IamStore:
                 if _code(exc) != "NoSuchLifecycleConfiguration":
                     raise
                 rules = []
-            if len(rules) == 1:
-                r = rules[0]
-                have = (r.get("ID"), r.get("Status"), (r.get("Filter") or {}).get("Prefix"),
-                        (r.get("Expiration") or {}).get("Days"),
-                        (r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays"))
-                if have == _lifecycle_rule_key(prefix, days):
-                    return
-            self._s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [{
-                "ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": prefix},
-                "Expiration": {"Days": days}, "NoncurrentVersionExpiration": {"NoncurrentDays": days},
-            }]})
-        log.info("objectstorage: bucket %s expires %r after %d days", bucket, prefix, days)
+            if rule_is_current(rules, wanted):
+                return []
+            others = [r for r in rules if r.get("ID") != BACKUPS_RULE_ID]
+            self._s3.put_bucket_lifecycle_configuration(Bucket=bucket,
+                                                        LifecycleConfiguration={"Rules": [*others, wanted]})
+        change = describe_backups_rule(wanted)
+        log.info("objectstorage: bucket %s %s", bucket, change)
+        return [change]
 
     # -- users --
 
