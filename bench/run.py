@@ -36,10 +36,20 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results.json"
 GROUP, VERSION, PLURAL = "tenancy.dev", "v1alpha1", "tenants"
 SPEC = {"tier": "standard", "domains": ["app.bench.example.com"], "databases": ["auth", "products", "orders"],
         "objectStorage": {"buckets": ["media", "docs"], "quotaGiB": 10}, "messaging": {"queues": ["orders", "mail"]},
         "deletion": {"gracePeriod": "0s"}}
+
+
+class Results(dict):
+    """Figures as they are measured: printed and saved at once, so a run cut short keeps them."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        print(f"bench: {key} = {value}", flush=True)
+        OUT.write_text(json.dumps(self, indent=2) + "\n")
 
 
 def free_port() -> int:
@@ -183,11 +193,10 @@ def main() -> int:
                 "deletionPollInterval": "5s"})
     config_path = tmp / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
-    results: dict = {"n": n, "latency_n": lat_n, "workers": workers, "idle_seconds": idle_s}
+    results = Results(n=n, latency_n=lat_n, workers=workers, idle_seconds=idle_s)
     # Floor first, on backends as empty as the operator run will find them.
     print(f"bench: floor, {n} tenants without the operator", flush=True)
     results["floor_all_done_s"] = round(floor_run(config_path, n, workers, "bf"), 2)
-    print(f"bench: floor {results['floor_all_done_s']}s", flush=True)
     # The operator starts on a settled cluster: not amid the namespace controller
     # deleting the floor's thousands of objects (their events would be measured too).
     core, floor_ns = kubernetes.client.CoreV1Api(), f"{cfg.get('namespacePrefix', 'tenant-')}bf-"
@@ -250,12 +259,10 @@ def main() -> int:
 
     results["operator_over_floor"] = round(results["throughput_all_ready_s"] / results["floor_all_done_s"], 2)
 
-    out = ROOT / "bench" / "results.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
     width = max(len(k) for k in results)
     for k, v in results.items():
         print(f"{k:<{width}}  {v}")
-    print(f"written to {out.relative_to(ROOT)}")
+    print(f"written to {OUT.relative_to(ROOT)}")
     return 0
 
 
