@@ -107,12 +107,16 @@ async def cleanup(memo: kopf.Memo, **_) -> None:
 def _register_owned(group: str, version: str, plural: str) -> None:
     resource = (group, version, plural) if group else (version, plural)
 
+    # Async on purpose, like tenant_changed: kopf runs sync handlers in its
+    # thread pool, and these run for every event of every owned object. In the
+    # loop they cost no thread hop, and wake() sets asyncio events from the
+    # loop's own thread, the only place that is safe.
     @kopf.index(*resource, id=_index_id(plural), labels={naming.LABEL_TENANT: kopf.PRESENT})
-    def _owned_index(body: kopf.Body, labels, **_):
+    async def _owned_index(body: kopf.Body, labels, **_):
         return {labels[naming.LABEL_TENANT]: _compact(body)}
 
     @kopf.on.event(*resource, id=f"wake_{plural}", labels={naming.LABEL_TENANT: kopf.PRESENT})
-    def _owned_changed(labels, memo: kopf.Memo, **_):
+    async def _owned_changed(labels, memo: kopf.Memo, **_):
         state: State | None = getattr(memo, "state", None)
         if state:
             state.wake(labels[naming.LABEL_TENANT])
@@ -123,7 +127,7 @@ for _g, _v, _p in OWNED:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def tenant_changed(name, memo: kopf.Memo, **_) -> None:
+async def tenant_changed(name, memo: kopf.Memo, **_) -> None:
     state: State | None = getattr(memo, "state", None)
     if state:
         state.wake(name)
