@@ -19,31 +19,28 @@ import logging
 log = logging.getLogger(__name__)
 
 
+async def _change(self, change) -> None:
+    """Apply `change` to the set's toggles; wake the waiters only if the overall state moved."""
+    async with self._condition:
+        before = self.is_on()
+        change(self._toggles)
+        if self.is_on() != before:
+            self._condition.notify_all()
+
+
 async def _make_toggle(self, __val: bool = False, *, name: str | None = None):
     from kopf._cogs.aiokits.aiotoggles import Toggle
     toggle = Toggle(__val, name=name, condition=self._condition)
-    async with self._condition:
-        before = self.is_on()
-        self._toggles.add(toggle)
-        if self.is_on() != before:
-            self._condition.notify_all()
+    await _change(self, lambda toggles: toggles.add(toggle))
     return toggle
 
 
 async def _drop_toggle(self, toggle) -> None:
-    async with self._condition:
-        before = self.is_on()
-        self._toggles.discard(toggle)
-        if self.is_on() != before:
-            self._condition.notify_all()
+    await _change(self, lambda toggles: toggles.discard(toggle))
 
 
-async def _drop_toggles(self, toggles) -> None:
-    async with self._condition:
-        before = self.is_on()
-        self._toggles.difference_update(toggles)
-        if self.is_on() != before:
-            self._condition.notify_all()
+async def _drop_toggles(self, dropped) -> None:
+    await _change(self, lambda toggles: toggles.difference_update(dropped))
 
 
 def apply() -> bool:
