@@ -69,6 +69,12 @@ def secret_data(core, namespace: str, name: str) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (obj.data or {}).items()}
 
 
+def full_credentials(core, ns: str) -> tuple[dict, dict, dict]:
+    """The auth database, RabbitMQ and object-storage credentials of a FULL tenant."""
+    return (secret_data(core, ns, "auth-db-credentials"), secret_data(core, ns, "rabbitmq-credentials"),
+            secret_data(core, ns, "objectstorage-credentials"))
+
+
 def wait_secret(core, namespace: str, name: str, timeout: float = 60, differs_from: dict | None = None,
                 key: str = "") -> dict[str, str]:
     """The Secret's data once it exists (and, with `differs_from`, once `key` changed)."""
@@ -459,9 +465,7 @@ def test_rotation_replaces_every_credential(tenants, core):
     name = tenants.create(unique("bk-rot"), **FULL)
     tenants.wait_phase(name, "Ready", READY_TIMEOUT)
     ns = f"tenant-{name}"
-    old_db = secret_data(core, ns, "auth-db-credentials")
-    old_mq = secret_data(core, ns, "rabbitmq-credentials")
-    old_s3 = secret_data(core, ns, "objectstorage-credentials")
+    old_db, old_mq, old_s3 = full_credentials(core, ns)
     bucket = old_s3["S3_BUCKET_MEDIA"]
 
     tenants.patch(name, {"metadata": {"annotations": {"tenancy.dev/rotate-credentials": "r1"}}})
@@ -473,9 +477,7 @@ def test_rotation_replaces_every_credential(tenants, core):
     assert creds["rotatedAt"], creds
     tenants.wait_phase(name, "Ready")
 
-    new_db = secret_data(core, ns, "auth-db-credentials")
-    new_mq = secret_data(core, ns, "rabbitmq-credentials")
-    new_s3 = secret_data(core, ns, "objectstorage-credentials")
+    new_db, new_mq, new_s3 = full_credentials(core, ns)
     assert new_db["DB_PASSWORD"] != old_db["DB_PASSWORD"]
     assert new_mq["RABBITMQ_PASSWORD"] != old_mq["RABBITMQ_PASSWORD"]
     assert new_s3["AWS_SECRET_ACCESS_KEY"] != old_s3["AWS_SECRET_ACCESS_KEY"]
@@ -505,9 +507,7 @@ def test_suspension_locks_every_backend_and_resume_restores(tenants, core):
     name = tenants.create(unique("bk-sus"), **FULL)
     tenants.wait_phase(name, "Ready", READY_TIMEOUT)
     ns = f"tenant-{name}"
-    db = secret_data(core, ns, "auth-db-credentials")
-    mq = secret_data(core, ns, "rabbitmq-credentials")
-    s3 = secret_data(core, ns, "objectstorage-credentials")
+    db, mq, s3 = full_credentials(core, ns)
     bucket = s3["S3_BUCKET_MEDIA"]
     db_query(db, "CREATE TABLE kept (id INT PRIMARY KEY)", "INSERT INTO kept VALUES (7)")
     session = db_connect(db)   # an open session is ended by the lock
@@ -532,15 +532,11 @@ def test_suspension_locks_every_backend_and_resume_restores(tenants, core):
             pass
 
     # Suspension keeps the credentials: the apps need no new Secret on resume.
-    assert secret_data(core, ns, "auth-db-credentials") == db
-    assert secret_data(core, ns, "rabbitmq-credentials") == mq
-    assert secret_data(core, ns, "objectstorage-credentials") == s3
+    assert full_credentials(core, ns) == (db, mq, s3)
 
     tenants.patch(name, {"spec": {"suspended": False}})
     tenants.wait_phase(name, "Ready", 90)
-    db = secret_data(core, ns, "auth-db-credentials")
-    mq = secret_data(core, ns, "rabbitmq-credentials")
-    s3 = secret_data(core, ns, "objectstorage-credentials")
+    db, mq, s3 = full_credentials(core, ns)
     assert db_query(db, "SELECT id FROM kept") == [(7,)]
     assert s3_works(s3, bucket)
     amqp_roundtrip(mq, f"{name}.events", "orders.created", f"{name}.orders")

@@ -36,6 +36,7 @@ from .test_tenant_backends import (
     database_exists,
     db_error,
     db_query,
+    full_credentials,
     minio_user_exists,
     mysql_user_exists,
     rabbit_user_exists,
@@ -90,9 +91,7 @@ def test_grace_period_keeps_data_locked_then_purges_in_order(tenants, core):
     name = tenants.create(unique("del-grace"), **FULL, deletion={"gracePeriod": "12s"})
     tenants.wait_phase(name, "Ready", READY_TIMEOUT)
     ns = f"tenant-{name}"
-    db = secret_data(core, ns, "auth-db-credentials")
-    s3 = secret_data(core, ns, "objectstorage-credentials")
-    mq = secret_data(core, ns, "rabbitmq-credentials")
+    db, mq, s3 = full_credentials(core, ns)
     bucket = s3["S3_BUCKET_MEDIA"]
     db_query(db, "CREATE TABLE t (v INT)", "INSERT INTO t VALUES (1)")
     s3_client(s3).put_object(bucket, "kept.txt", io.BytesIO(b"kept"), 4)
@@ -197,9 +196,7 @@ def test_retain_policy_keeps_data_for_a_new_tenant_of_the_same_name(tenants, cor
     try:
         tenants.create(name, **spec)
         tenants.wait_phase(name, "Ready", READY_TIMEOUT)
-        db = secret_data(core, ns, "auth-db-credentials")
-        s3 = secret_data(core, ns, "objectstorage-credentials")
-        mq = secret_data(core, ns, "rabbitmq-credentials")
+        db, mq, s3 = full_credentials(core, ns)
         bucket = s3["S3_BUCKET_MEDIA"]
         db_query(db, "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(20))",
                  "INSERT INTO customers VALUES (1, 'kept')")
@@ -223,9 +220,7 @@ def test_retain_policy_keeps_data_for_a_new_tenant_of_the_same_name(tenants, cor
         # A new Tenant with the same name adopts the data with new credentials.
         tenants.create(name, **spec)
         tenants.wait_phase(name, "Ready", READY_TIMEOUT)
-        new_db = secret_data(core, ns, "auth-db-credentials")
-        new_s3 = secret_data(core, ns, "objectstorage-credentials")
-        new_mq = secret_data(core, ns, "rabbitmq-credentials")
+        new_db, new_mq, new_s3 = full_credentials(core, ns)
         assert new_db["DB_DATABASE"] == db["DB_DATABASE"] and new_db["DB_PASSWORD"] != db["DB_PASSWORD"]
         assert db_query(new_db, "SELECT id, name FROM customers") == [(1, "kept")]
         assert s3_client(new_s3).get_object(bucket, "report.txt").read() == b"report"
