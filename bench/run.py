@@ -9,6 +9,7 @@ Measures, with tenants of 3 databases, 2 buckets, 2 queues and 1 domain:
   idle         API writes and CPU seconds of the operator over an idle window
   memory       peak RSS of the operator at N tenants
   restart      time for a restarted operator to confirm N tenants, and its writes
+  purge        time until every bench tenant is deleted and purged (grace 0s)
 Prints a table and writes bench/results.json. Bounded: every wait has a
 timeout and all tenants are purged at the end.
 
@@ -116,6 +117,11 @@ def ready_names(custom) -> set[str]:
     return {t["metadata"]["name"] for t in items
             if (t.get("status") or {}).get("phase") == "Ready"
             and t["status"].get("observedGeneration") == t["metadata"]["generation"]}
+
+
+def versions(custom) -> dict[str, str]:
+    items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector="bench=true")["items"]
+    return {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in items}
 
 
 def purge_all(custom) -> None:
@@ -226,12 +232,17 @@ def main() -> int:
         results["throughput_all_ready_s"] = round(elapsed, 2)
         results["throughput_tenants_per_s"] = round(n / elapsed, 2)
         results["peak_rss_mib"] = round(op.peak_rss_mib(), 1)
+        results["operator_over_floor"] = round(elapsed / results["floor_all_done_s"], 2)
 
         # Idle: no spec changes for idle_s seconds.
         print(f"bench: idle for {idle_s:g}s", flush=True)
         w0, c0 = op.metric("tenant_operator_api_writes_total"), op.cpu_seconds()
         r0 = op.metric("tenant_operator_reconcile_duration_seconds_count")
+        before = versions(custom)
         time.sleep(idle_s)   # the measurement window itself, not synchronisation
+        # Which Tenants changed, if any: names to look up in the operator log.
+        after = versions(custom)
+        results["idle_changed_tenants"] = sorted(k for k, v in after.items() if before.get(k) != v)
         results["idle_api_writes"] = op.metric("tenant_operator_api_writes_total") - w0
         results["idle_cpu_seconds"] = round(op.cpu_seconds() - c0, 2)
         results["idle_reconciles"] = op.metric("tenant_operator_reconcile_duration_seconds_count") - r0
@@ -250,14 +261,15 @@ def main() -> int:
         results["restart_api_writes"] = op.metric("tenant_operator_api_writes_total")
     finally:
         print("bench: purging the bench tenants", flush=True)
+        t0 = time.monotonic()
         purge_all(custom)
         try:
             wait("bench tenants purged", lambda: not custom.list_cluster_custom_object(
                 GROUP, VERSION, PLURAL, label_selector="bench=true")["items"], max(300, n * 3), 1.0)
+            results["purge_all_s"] = round(time.monotonic() - t0, 2)
         finally:
+            print(f"bench: operator log {op.log}", flush=True)
             op.stop()
-
-    results["operator_over_floor"] = round(results["throughput_all_ready_s"] / results["floor_all_done_s"], 2)
 
     width = max(len(k) for k in results)
     for k, v in results.items():
