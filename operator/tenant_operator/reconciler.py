@@ -9,6 +9,7 @@ import copy
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kubernetes.client.rest import ApiException
@@ -37,6 +38,18 @@ KUBE_COMPONENTS = {
 PRUNABLE = {"network", "quota", "rbac", "ingress", "mysql", "objectstorage", "rabbitmq", "backup"}
 
 Key = tuple[str, str, str, str]
+
+
+# When a status write met a newer Tenant whose spec moved on.
+CONFLICT_RETRY_SECONDS = 1.0
+
+
+@dataclass
+class StatusWrite:
+    writes: int          # 0 or 1
+    current: dict        # the status the desired one was computed against
+    desired: dict
+    conflict: bool = False
 
 
 @dataclass
@@ -76,12 +89,44 @@ class Reconciler:
         n = self._failures[name] = self._failures.get(name, 0) + 1
         return min(300.0, 5.0 * 2 ** (n - 1))
 
-    def _write_status(self, body: dict, desired: dict) -> int:
-        patch = status.status_patch(body.get("status") or {}, desired)
-        if not patch:
-            return 0
-        self.kube.patch_status("Tenant", body["metadata"]["name"], patch)
-        return 1
+    def _write_status(self, body: dict, make_desired: Callable[[dict], dict]) -> StatusWrite:
+        """Write the status `make_desired(current)` computes, on the condition
+        that the Tenant is still at the resourceVersion `body` was read at. A
+        stale view (a lagging watch, another writer) can then never overwrite
+        a newer status. On a conflict the Tenant is read once and the status
+        recomputed against it; if its spec moved on, the next pass handles it."""
+        meta = body["metadata"]
+        for attempt in (1, 2):
+            current = body.get("status") or {}
+            desired = make_desired(current)
+            patch = status.status_patch(current, desired)
+            if not patch:
+                return StatusWrite(0, current, desired)
+            try:
+                written = self.kube.patch_status("Tenant", meta["name"], patch,
+                                                 resource_version=meta.get("resourceVersion"))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                fresh = self.kube.get("Tenant", meta["name"]) if attempt == 1 else None
+                if fresh is None or fresh["metadata"].get("generation") != meta.get("generation") \
+                        or bool(fresh["metadata"].get("deletionTimestamp")) != bool(meta.get("deletionTimestamp")):
+                    break
+                log.debug("tenant %s: status conflict at resourceVersion %s, now %s", meta["name"],
+                          meta.get("resourceVersion"), fresh["metadata"]["resourceVersion"])
+                meta["resourceVersion"] = fresh["metadata"]["resourceVersion"]
+                body["status"] = fresh.get("status") or {}
+                continue
+            self._remember(body, written)
+            return StatusWrite(1, current, desired)
+        return StatusWrite(0, current, desired, conflict=True)
+
+    @staticmethod
+    def _remember(body: dict, written: dict | None) -> None:
+        """Later writes of the same pass are conditional on our own write."""
+        rv = ((written or {}).get("metadata") or {}).get("resourceVersion")
+        if rv:
+            body["metadata"]["resourceVersion"] = rv
 
     # --- the reconcile -------------------------------------------------------------
 
@@ -92,20 +137,20 @@ class Reconciler:
 
     def report_terminating(self, body: dict, deletion: dict) -> int:
         """Status only (no applies): used while purging, when the namespace is going away."""
-        current = body.get("status") or {}
-        kept = [Condition(c["type"], {"True": True, "False": False}.get(c["status"]), c.get("reason", ""),
-                          c.get("message", ""))
-                for c in current.get("conditions") or [] if c["type"] in status.COMPONENT_CONDITIONS]
-        desired = status.desired_status(
-            current, generation=int(body["metadata"].get("generation") or 0),
-            namespace=current.get("namespace", ""), conditions=kept, suspended=True,
-            extra={"deletion": copy.deepcopy(deletion)}, deletion=deletion)
-        written = self._write_status(body, desired)
-        if written:
+        def desired(current: dict) -> dict:
+            kept = [Condition(c["type"], {"True": True, "False": False}.get(c["status"]), c.get("reason", ""),
+                              c.get("message", ""))
+                    for c in current.get("conditions") or [] if c["type"] in status.COMPONENT_CONDITIONS]
+            return status.desired_status(
+                current, generation=int(body["metadata"].get("generation") or 0),
+                namespace=current.get("namespace", ""), conditions=kept, suspended=True,
+                extra={"deletion": copy.deepcopy(deletion)}, deletion=deletion)
+        write = self._write_status(body, desired)
+        if write.writes:
             # Later steps of the same pass compare against what was just written
             # (a copy: the caller keeps mutating its `deletion`).
-            body["status"] = {**current, **copy.deepcopy(desired)}
-        return written
+            body["status"] = {**write.current, **copy.deepcopy(write.desired)}
+        return write.writes
 
     def reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None = None,
                   deletion: dict | None = None) -> ReconcileResult:
@@ -124,10 +169,10 @@ class Reconciler:
             t = model or spec.parse(body, self.cfg)
         except SpecError as exc:
             cond = Condition("SpecValid", False, "InvalidSpec", str(exc))
-            desired = status.desired_status(
-                current, generation=int(body["metadata"].get("generation") or 0),
-                namespace=current.get("namespace", ""), conditions=[cond], suspended=False, invalid=True)
-            result.writes += self._write_status(body, desired)
+            write = self._write_status(body, lambda cur: status.desired_status(
+                cur, generation=int(body["metadata"].get("generation") or 0),
+                namespace=cur.get("namespace", ""), conditions=[cond], suspended=False, invalid=True))
+            result.writes += write.writes
             if result.writes:
                 result.events.append(("Warning", "InvalidSpec", str(exc)))
             result.phase = "Invalid"
@@ -202,21 +247,21 @@ class Reconciler:
         ordered = [conditions[c] for c in status.COMPONENT_CONDITIONS if c in conditions]
         if deletion is not None:
             extra_status["deletion"] = deletion
-        desired = status.desired_status(current, generation=t.generation, namespace=t.namespace,
-                                        conditions=ordered, suspended=t.suspended, extra=extra_status,
-                                        deletion=deletion)
+        write = self._write_status(body, lambda cur: status.desired_status(
+            cur, generation=t.generation, namespace=t.namespace, conditions=ordered, suspended=t.suspended,
+            extra=extra_status, deletion=deletion))
+        result.writes += write.writes
+        desired = write.desired
         result.phase = desired["phase"]
-        if current.get("phase") != desired["phase"] and desired["phase"] in ("Ready", "Degraded", "Suspended"):
+        if write.writes and write.current.get("phase") != desired["phase"] \
+                and desired["phase"] in ("Ready", "Degraded", "Suspended"):
             kind = "Warning" if desired["phase"] == "Degraded" else "Normal"
             ready = desired["conditions"][0]
             result.events.append((kind, desired["phase"], ready["message"]))
-        try:
-            result.writes += self._write_status(body, desired)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            failed = True   # a newer object exists; the next pass sees it
         result.retry_after = self._backoff(name, failed)
+        if write.conflict and result.retry_after is None:
+            # A newer Tenant exists; its watch event wakes the next pass, this is the fallback.
+            result.retry_after = CONFLICT_RETRY_SECONDS
         return result
 
     def _rendered(self, t: spec.Tenant) -> list[dict]:

@@ -219,3 +219,17 @@ def test_operator_rejects_what_schema_cannot(tenants):
     ready = next(c for c in t["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
     assert "spec.placement.mysql" in ready["message"]
+
+
+def test_a_status_write_from_a_stale_view_is_refused(tenants):
+    """The reconciler's status writes carry the resourceVersion they were
+    computed from; the API server must refuse one the Tenant has moved past."""
+    from tenant_operator.kube.client import Kube
+    name = tenants.create(unique("stale"))
+    seen = tenants.wait_phase(name, "Ready")
+    tenants.patch(name, {"metadata": {"labels": {"example.com/touched": "yes"}}})
+    with pytest.raises(ApiException) as refused:
+        Kube.from_environment("tenant-operator").patch_status(
+            "Tenant", name, {"phase": "Degraded"}, resource_version=seen["metadata"]["resourceVersion"])
+    assert refused.value.status == 409
+    assert tenants.get(name)["status"]["phase"] == "Ready"

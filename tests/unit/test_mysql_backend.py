@@ -113,7 +113,7 @@ def fake(monkeypatch):
         connections.append(conn)
         return conn
 
-    monkeypatch.setattr(mysql.pymysql, "connect", connect)
+    monkeypatch.setattr(mysql, "connect", connect)
     state.log = log
     state.connections = connections
     return state
@@ -304,14 +304,14 @@ def test_dead_pooled_connection_is_discarded_and_retried_once(fake, backend):
 def test_a_second_failure_is_not_retried(fake, backend, monkeypatch):
     backend.ping()
     fake.connections[0].failures = [pymysql.err.OperationalError(2013, "Lost connection")]
-    original = mysql.pymysql.connect
+    original = mysql.connect
 
     def connect_then_fail(**kwargs):
         conn = original(**kwargs)
         conn.failures = [pymysql.err.OperationalError(2013, "Lost connection")]
         return conn
 
-    monkeypatch.setattr(mysql.pymysql, "connect", connect_then_fail)
+    monkeypatch.setattr(mysql, "connect", connect_then_fail)
     with pytest.raises(BackendUnavailable, match="lost the connection"):
         backend.ping()
     assert len(fake.connections) == 2 and all(c.closed for c in fake.connections)
@@ -346,7 +346,7 @@ def test_connect_failure_names_host_and_port_without_secrets(monkeypatch, backen
         raise pymysql.err.OperationalError(
             2003, f"Can't connect to MySQL server on 'db.example' (password {kwargs['password']})")
 
-    monkeypatch.setattr(mysql.pymysql, "connect", refuse)
+    monkeypatch.setattr(mysql, "connect", refuse)
     with pytest.raises(BackendUnavailable) as exc:
         backend.ensure_account("t_db", "t_user", PASSWORD, max_user_connections=1, locked=False)
     message = str(exc.value)
@@ -375,3 +375,16 @@ def test_closed_backend_refuses_calls(fake, backend):
     assert fake.connections[0].closed
     with pytest.raises(BackendUnavailable, match="closed"):
         backend.ping()
+
+
+def test_connections_share_one_tls_context_in_preferred_mode():
+    """pymysql builds a TLS context per connection in its default mode; ours
+    reuse one (building it loads the CA store, a measured cost)."""
+    from tenant_operator.backends.mysql import connect
+    a = connect(host="127.0.0.1", port=1, user="u", password="p", defer_connect=True)
+    b = connect(host="127.0.0.1", port=1, user="v", password="q", defer_connect=True)
+    assert a.ssl and not a._ssl_required          # still PREFERRED: TLS when offered, plain otherwise
+    assert a.ctx is not None and a.ctx is b.ctx
+    explicit = connect(host="127.0.0.1", port=1, user="u", password="p", defer_connect=True,
+                       ssl={"check_hostname": False})
+    assert explicit.ctx is not a.ctx and explicit._ssl_required

@@ -8,6 +8,7 @@ import base64
 import copy
 
 import pytest
+from kubernetes.client.rest import ApiException
 from tenant_operator import config, naming, render
 from tenant_operator.errors import BackendUnavailable
 from tenant_operator.provisioning import MySQLComponent
@@ -23,6 +24,8 @@ class FakeKube:
         self.objects: dict = {}
         self.writes: list[tuple] = []
         self.status: dict = {}
+        self.tenant_rv = "1"       # the Tenant's resourceVersion on the fake server
+        self.tenant_generation = 1
 
     def apply(self, obj):
         self.writes.append(("apply", obj["kind"], obj["metadata"]["name"]))
@@ -39,11 +42,22 @@ class FakeKube:
         return self.objects.pop(next(k for k in self.objects if k[1] == kind and k[3] == name), None) is not None
 
     def get(self, kind, name, namespace=""):
+        if kind == "Tenant":
+            return self.tenant(self.tenant_generation)
         return self.objects.get(next((k for k in self.objects if k[1] == kind and k[3] == name), None))
 
-    def patch_status(self, kind, name, patch, namespace=""):
+    def patch_status(self, kind, name, patch, namespace="", resource_version=None):
         self.writes.append(("status", kind, name))
+        if resource_version and resource_version != self.tenant_rv:
+            raise ApiException(status=409, reason="Conflict")
         self.status.update(copy.deepcopy(patch))
+        self.tenant_rv = str(int(self.tenant_rv) + 1)
+        return {"metadata": {"resourceVersion": self.tenant_rv}, "status": copy.deepcopy(self.status)}
+
+    def tenant(self, generation=1) -> dict:
+        """The Tenant as a GET returns it now."""
+        return {"metadata": {"name": "acme", "generation": generation, "resourceVersion": self.tenant_rv},
+                "status": copy.deepcopy(self.status)}
 
 
 class FakeMySQL:
@@ -161,3 +175,42 @@ def test_suspension_locks_and_removes_ingress(world):
     assert not any(k[1] == "Ingress" for k in kube.objects)
     assert fake.locked[naming.mysql_user("acme", "auth")] is True
     assert kube.status["phase"] == "Suspended"
+
+
+def test_a_pass_with_a_stale_view_recomputes_status_against_the_newer_tenant(world):
+    kube, rec, _ = world
+    stale = tenant()
+    stale["metadata"]["resourceVersion"] = kube.tenant_rv
+    rec.reconcile(copy.deepcopy(stale), {})
+    ready = copy.deepcopy(kube.status)
+    assert ready["phase"] == "Ready" and kube.tenant_rv == "2"
+    kube.writes.clear()
+    # A lagging watch hands the next pass the Tenant as it was before its status was written.
+    again = rec.reconcile(copy.deepcopy(stale), dict(kube.objects))
+    assert kube.writes == [("status", "Tenant", "acme")]     # the refused conditional write, nothing after
+    assert kube.status == ready and kube.tenant_rv == "2"
+    assert again.writes == 0 and again.phase == "Ready"
+    assert not [e for e in again.events if e[1] == "Ready"]   # no second "became Ready" event
+
+
+def test_a_status_conflict_with_a_newer_spec_is_left_to_the_next_pass(world):
+    from tenant_operator.reconciler import CONFLICT_RETRY_SECONDS
+    kube, rec, _ = world
+    old = tenant()
+    old["metadata"]["resourceVersion"] = "1"
+    kube.tenant_rv, kube.tenant_generation = "7", 2
+    result = rec.reconcile(old, {})
+    assert kube.status == {}                      # nothing reported for the superseded spec
+    assert result.retry_after == CONFLICT_RETRY_SECONDS
+
+
+def test_status_writes_of_one_pass_are_conditional_on_the_previous_one(world):
+    kube, rec, _ = world
+    body = tenant()
+    body["metadata"]["resourceVersion"] = kube.tenant_rv
+    deletion = {"requestedAt": "2026-01-01T00:00:00Z", "purgeAfter": "2026-01-01T00:00:00Z", "policy": "Delete"}
+    assert rec.report_terminating(body, deletion) == 1
+    deletion["waitingOn"] = "final backup"
+    assert rec.report_terminating(body, deletion) == 1
+    assert body["metadata"]["resourceVersion"] == kube.tenant_rv == "3"
+    assert kube.status["deletion"]["waitingOn"] == "final backup"

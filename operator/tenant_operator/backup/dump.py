@@ -146,10 +146,12 @@ def server_version(db: DbSettings, connect_timeout: float = 10.0) -> str:
     """`SELECT VERSION()` with the same credentials: also a preflight check that
     fails early, before anything is uploaded, when the database is unreachable."""
     import pymysql
+
+    from tenant_operator.backends.mysql import connect
     try:
-        conn = pymysql.connect(host=db.host, port=db.port, user=db.user, password=db.password,
-                               database=db.database, connect_timeout=connect_timeout,
-                               read_timeout=60, program_name="tenant-operator-backup")
+        conn = connect(host=db.host, port=db.port, user=db.user, password=db.password,
+                       database=db.database, connect_timeout=connect_timeout,
+                       read_timeout=60, program_name="tenant-operator-backup")
     except pymysql.err.MySQLError as exc:
         code = exc.args[0] if exc.args else "?"
         text = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__

@@ -108,9 +108,14 @@ class Kube:
                 return False
             raise
 
-    def patch_status(self, kind: str, name: str, status_patch: dict, namespace: str = "") -> dict:
-        path = KINDS[kind].path(namespace, name) + "/status"
-        return self._call("PATCH", path, body={"status": status_patch},
+    def patch_status(self, kind: str, name: str, status_patch: dict, namespace: str = "",
+                     resource_version: str | None = None) -> dict:
+        """Merge-patch the status. With `resource_version` the patch is
+        conditional: the API server answers 409 if the object has moved on."""
+        body: dict = {"status": status_patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return self._call("PATCH", KINDS[kind].path(namespace, name) + "/status", body=body,
                           content_type="application/merge-patch+json")
 
     def patch(self, kind: str, name: str, patch: dict, namespace: str = "") -> dict:
