@@ -13,7 +13,8 @@ Measures, with tenants of 3 databases, 2 buckets, 2 queues and 1 domain:
 Prints a table and writes bench/results.json. Bounded: every wait has a
 timeout and all tenants are purged at the end.
 
-Environment: BENCH_N (100), BENCH_LATENCY_N (20), BENCH_IDLE_SECONDS (300), BENCH_WORKERS (8)."""
+Environment: BENCH_N (100), BENCH_LATENCY_N (20), BENCH_IDLE_SECONDS (300), BENCH_WORKERS (8),
+BENCH_SKIP_FLOOR (0; 1 skips the floor and the ratio)."""
 
 from __future__ import annotations
 
@@ -204,8 +205,11 @@ def main() -> int:
     config_path.write_text(yaml.safe_dump(cfg))
     results = Results(n=n, latency_n=lat_n, workers=workers, idle_seconds=idle_s)
     # Floor first, on backends as empty as the operator run will find them.
-    print(f"bench: floor, {n} tenants without the operator", flush=True)
-    results["floor_all_done_s"] = round(floor_run(config_path, n, workers, "bf"), 2)
+    # BENCH_SKIP_FLOOR=1 leaves it out (it takes as long as the throughput run).
+    skip_floor = os.environ.get("BENCH_SKIP_FLOOR") == "1"
+    if not skip_floor:
+        print(f"bench: floor, {n} tenants without the operator", flush=True)
+        results["floor_all_done_s"] = round(floor_run(config_path, n, workers, "bf"), 2)
     # The operator starts on a settled cluster: not amid the namespace controller
     # deleting the floor's thousands of objects (their events would be measured too).
     core, floor_ns = kubernetes.client.CoreV1Api(), f"{cfg.get('namespacePrefix', 'tenant-')}bf-"
@@ -235,7 +239,8 @@ def main() -> int:
         results["throughput_all_ready_s"] = round(elapsed, 2)
         results["throughput_tenants_per_s"] = round(n / elapsed, 2)
         results["peak_rss_mib"] = round(op.peak_rss_mib(), 1)
-        results["operator_over_floor"] = round(elapsed / results["floor_all_done_s"], 2)
+        if not skip_floor:
+            results["operator_over_floor"] = round(elapsed / results["floor_all_done_s"], 2)
 
         # Idle: no spec changes for idle_s seconds.
         print(f"bench: idle for {idle_s:g}s", flush=True)
