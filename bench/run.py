@@ -113,21 +113,23 @@ def body(name: str) -> dict:
             "labels": {"bench": "true"}}, "spec": copy.deepcopy(SPEC)}
 
 
+def bench_tenants(custom) -> list[dict]:
+    return custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector="bench=true")["items"]
+
+
 def ready_names(custom) -> set[str]:
-    items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector="bench=true")["items"]
+    items = bench_tenants(custom)
     return {t["metadata"]["name"] for t in items
             if (t.get("status") or {}).get("phase") == "Ready"
             and t["status"].get("observedGeneration") == t["metadata"]["generation"]}
 
 
 def versions(custom) -> dict[str, str]:
-    items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector="bench=true")["items"]
-    return {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in items}
+    return {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in bench_tenants(custom)}
 
 
 def purge_all(custom) -> None:
-    items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector="bench=true")["items"]
-    for t in items:
+    for t in bench_tenants(custom):
         name = t["metadata"]["name"]
         try:
             custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name,
@@ -272,8 +274,7 @@ def main() -> int:
         t0 = time.monotonic()
         purge_all(custom)
         try:
-            wait("bench tenants purged", lambda: not custom.list_cluster_custom_object(
-                GROUP, VERSION, PLURAL, label_selector="bench=true")["items"], max(300, n * 3), poll)
+            wait("bench tenants purged", lambda: not bench_tenants(custom), max(300, n * 3), poll)
             results["purge_all_s"] = round(time.monotonic() - t0, 2)
         finally:
             print(f"bench: operator log {op.log}", flush=True)
