@@ -111,6 +111,23 @@ class OperatorConfig:
     mysql_default: str = ""
     object_storage: ObjectStorageConfig | None = None
     rabbitmq: RabbitMQConfig | None = None
+    # Where the operator itself runs; no Tenant may take this namespace.
+    operator_namespace: str = "tenant-operator"
+    # Namespaces (shell patterns) and backend user names no Tenant may take.
+    reserved_namespaces: tuple[str, ...] = ("default", "kube-*")
+    reserved_users: tuple[str, ...] = ("guest", "root", "admin", "mysql.*", "mariadb.sys")
+
+    def reserved_namespace_patterns(self) -> tuple[str, ...]:
+        return (*self.reserved_namespaces, self.operator_namespace)
+
+    def reserved_user_patterns(self) -> tuple[str, ...]:
+        """The configured names plus every admin user the operator itself uses."""
+        admins = [s.admin_user for s in self.mysql_servers.values()]
+        if self.rabbitmq and self.rabbitmq.admin_user:
+            admins.append(self.rabbitmq.admin_user)
+        if self.object_storage and self.object_storage.access_key:
+            admins.append(self.object_storage.access_key)
+        return (*self.reserved_users, *admins)
 
     def mysql_server(self, name: str | None) -> MySQLServer:
         key = name or self.mysql_default
@@ -151,6 +168,15 @@ def from_dict(raw: dict | None) -> OperatorConfig:
         kwargs["workers"] = _int(raw, "workers", 8, "")
     if "backupsBucketRetentionDays" in raw:
         kwargs["backups_bucket_retention_days"] = _int(raw, "backupsBucketRetentionDays", 90, "")
+
+    if "operatorNamespace" in raw or os.environ.get("POD_NAMESPACE"):
+        kwargs["operator_namespace"] = str(raw.get("operatorNamespace") or os.environ["POD_NAMESPACE"])
+    for src, dst in (("reservedNamespaces", "reserved_namespaces"), ("reservedUsers", "reserved_users")):
+        if src in raw:
+            values = raw[src]
+            if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+                raise ConfigError(src, "must be a list of names or shell patterns (e.g. kube-*)")
+            kwargs[dst] = tuple(values)
 
     services = []
     for i, svc in enumerate(raw.get("sharedServices") or []):

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from tenant_operator import naming, spec, status
 from tenant_operator.durations import format_duration, parse_duration
 from tenant_operator.errors import BackendUnavailable, SpecError
+from tenant_operator.ownership import ANNOTATION_SKIP_FINAL_BACKUP, ANNOTATION_UID
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,32 @@ class Step:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def _parse_time(value: str) -> datetime:
+def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _iso(when: datetime) -> str:
+def iso_time(when: datetime) -> str:
     return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def tenant_for_deletion(body: dict, cfg) -> spec.Tenant:
-    """The model of a Tenant being deleted. An invalid spec must not block
-    deletion: fall back to the name and the config's defaults."""
+_parse_time, _iso = parse_time, iso_time
+
+# A failed final backup is tried again after 30 s, doubling up to an hour.
+FINAL_BACKUP_RETRY_FIRST = 30.0
+FINAL_BACKUP_RETRY_MAX = 3600.0
+
+
+def tenant_for_deletion(body: dict, cfg) -> tuple[spec.Tenant, bool]:
+    """The model of a Tenant being deleted, and whether its spec parsed. An
+    invalid spec must not block deletion: fall back to the name, the UID, the
+    annotations and the config's defaults. Such a model describes nothing to
+    converge; it is used for the grace period and the purge, which work from
+    ownership markers, never from the spec."""
     try:
-        return spec.parse(body, cfg)
+        return spec.parse(body, cfg), True
     except SpecError:
         name = body["metadata"]["name"]
+        annotations = body["metadata"].get("annotations") or {}
         raw = body.get("spec")
         deletion = raw.get("deletion") if isinstance(raw, dict) else None
         deletion = deletion if isinstance(deletion, dict) else {}
@@ -62,7 +74,10 @@ def tenant_for_deletion(body: dict, cfg) -> spec.Tenant:
         except ValueError:
             grace = cfg.default_grace_period
         return spec.Tenant(name=name, namespace=naming.namespace(name, cfg.namespace_prefix), tier="standard",
-                           deletion=spec.Deletion(grace_period=grace, policy=policy))
+                           deletion=spec.Deletion(grace_period=grace, policy=policy),
+                           uid=str(body["metadata"].get("uid") or ""),
+                           purge_now=spec.flag(annotations, naming.ANNOTATION_PURGE_NOW),
+                           skip_final_backup=spec.flag(annotations, ANNOTATION_SKIP_FINAL_BACKUP)), False
 
 
 def plan(t: spec.Tenant) -> tuple[str, ...]:
@@ -88,7 +103,7 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
     if fresh is None:
         return Step(True, "already gone")
     body = fresh
-    t = tenant_for_deletion(body, cfg)
+    t, valid = tenant_for_deletion(body, cfg)
     current = body.get("status") or {}
     deletion = dict(current.get("deletion") or {})
     events: list[tuple[str, str, str]] = []
@@ -110,21 +125,33 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
 
     # Keep the tenant suspended (credentials locked, ingress gone) throughout.
     suspended = dataclasses.replace(t, suspended=True)
-    if not deletion.get("finalBackup"):
-        deletion["finalBackup"] = _final_backup(state, suspended)
-        if deletion["finalBackup"].get("error"):
-            events.append(("Warning", "FinalBackupFailed", deletion["finalBackup"]["error"]))
+    backup_retry = _ensure_final_backup(state, suspended, deletion, now, events)
     purge_after = _parse_time(deletion["purgeAfter"])
     purging = now >= purge_after or t.purge_now
     if purging:
         deletion.setdefault("purgeStartedAt", _iso(now))
         state.reconciler.report_terminating(body, deletion)
-    else:
+    elif valid:
+        # Converging a terminating tenant only locks it: nothing is destroyed or
+        # downgraded (the components know they are terminating).
         state.reconciler.reconcile_terminating(body, live, suspended, deletion)
+    else:
+        # A spec that no longer parses describes nothing to converge: report only.
+        state.reconciler.report_terminating(body, deletion)
     if not purging:
         remaining = (purge_after - now).total_seconds()
+        retry = min(remaining, cfg.deletion_poll_interval, backup_retry or remaining)
         return Step(False, f"grace period: purge after {deletion['purgeAfter']}",
-                    retry_after=max(1.0, min(remaining, cfg.deletion_poll_interval)), events=events)
+                    retry_after=max(1.0, retry), events=events)
+
+    if backup_retry is not None:
+        # No purge without a final backup, unless a person said so explicitly.
+        fb = deletion["finalBackup"]
+        deletion["waitingOn"] = (f"final backup has not succeeded ({fb.get('error', 'not taken yet')}); next try at "
+                                 f"{fb.get('nextAttemptAt')}. Annotate {ANNOTATION_SKIP_FINAL_BACKUP}=true "
+                                 "to purge without it")
+        state.reconciler.report_terminating(body, deletion)
+        return Step(False, deletion["waitingOn"], retry_after=max(1.0, backup_retry), events=events)
 
     completed = list(deletion.get("completedSteps") or [])
     for step in plan(t):
@@ -147,10 +174,45 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
         state.reconciler.report_terminating(body, deletion)
 
     if t.deletion.policy == "Retain":
-        events.append(("Normal", "DataRetained", "retained: " + ", ".join(_retained(state, t)) +
+        kept = [item for backend in state.backends for item in (backend.retain(t) if hasattr(backend, "retain")
+                                                               else [])]
+        events.append(("Normal", "DataRetained", "retained: " + (", ".join(kept) or "no external data") +
                        "; a new Tenant with the same name adopts them"))
     events.append(("Normal", "Purged", "all tenant resources removed; releasing the Tenant"))
     return Step(True, "purged", events=events)
+
+
+def _ensure_final_backup(state, t: spec.Tenant, deletion: dict, now: datetime,
+                         events: list) -> float | None:
+    """Take the final backup, or try it again once its backoff is over. Returns
+    None when it succeeded (or is explicitly skipped), else seconds to the next try."""
+    fb = dict(deletion.get("finalBackup") or {})
+    if fb and not fb.get("error"):
+        return None
+    if t.skip_final_backup:
+        # Kept as "overridden", not as success: the record shows what happened.
+        fb.pop("nextAttemptAt", None)
+        fb["overridden"] = fb.pop("error", "not taken")
+        fb["skipped"] = f"annotation {ANNOTATION_SKIP_FINAL_BACKUP}=true"
+        deletion["finalBackup"] = fb
+        events.append(("Warning", "FinalBackupSkipped", "purge allowed without a successful final backup: "
+                                                        f"{ANNOTATION_SKIP_FINAL_BACKUP}=true"))
+        return None
+    due = fb.get("nextAttemptAt")
+    if due and now < _parse_time(due):
+        return (_parse_time(due) - now).total_seconds()
+    attempts = int(fb.get("attempts") or 0) + 1
+    result = _final_backup(state, t)
+    if not result.get("error"):
+        deletion["finalBackup"] = {**result, "attempts": attempts}
+        if attempts > 1:
+            events.append(("Normal", "FinalBackupSucceeded", f"final backup taken on attempt {attempts}"))
+        return None
+    delay = min(FINAL_BACKUP_RETRY_MAX, FINAL_BACKUP_RETRY_FIRST * 2 ** (attempts - 1))
+    deletion["finalBackup"] = {**result, "attempts": attempts, "nextAttemptAt": _iso(now + timedelta(seconds=delay))}
+    events.append(("Warning", "FinalBackupFailed", f"attempt {attempts}: {result['error']}; "
+                                                   f"next try in {format_duration(int(delay))}"))
+    return delay
 
 
 def _final_backup(state, t: spec.Tenant) -> dict:
@@ -166,8 +228,12 @@ def _final_backup(state, t: spec.Tenant) -> dict:
 
 def _run_step(state, t: spec.Tenant, step: str, live: dict) -> tuple[bool, str]:
     if step == "delete-namespace":
-        if state.kube.get("Namespace", t.namespace) is None:
+        ns = state.kube.get("Namespace", t.namespace)
+        if ns is None:
             return True, f"namespace {t.namespace} is gone"
+        marker = (ns["metadata"].get("annotations") or {}).get(ANNOTATION_UID, "")
+        if not t.uid or marker != t.uid:
+            return True, f"namespace {t.namespace} is not this Tenant's (no marker for its UID); left in place"
         state.kube.delete("Namespace", t.namespace)
         return False, f"waiting for namespace {t.namespace} to finalize"
     done = []

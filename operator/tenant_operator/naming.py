@@ -47,13 +47,40 @@ def shorten(name: str, limit: int, sep: str = "-", keep_suffix: str = "") -> str
     """Return `name` if it fits in `limit`, else head + sep + hash (+ keep_suffix).
 
     `keep_suffix` (e.g. '_db') stays at the end so shortened names remain recognisable.
+
+    Two shortened names of different inputs differ unless their hashes collide: the
+    hash has a fixed width and sits at a fixed distance from the end, so equal outputs
+    mean equal hashes (8 hex digits here: 32 bits, about 1 in 4e9 for a given pair).
+    Whether a shortened name can equal some *unshortened* name is up to the caller's
+    naming scheme; see `_mysql_hash` for the MySQL names.
     """
+    return _shorten(name, limit, sep, keep_suffix, _digest(name))
+
+
+def _shorten(name: str, limit: int, sep: str, keep_suffix: str, digest: str) -> str:
     if len(name) <= limit:
         return name
     base = name[: len(name) - len(keep_suffix)] if keep_suffix and name.endswith(keep_suffix) else name
-    tail = sep + _digest(name) + keep_suffix
+    tail = sep + digest + keep_suffix
     head = base[: limit - len(tail)].rstrip("-_")
     return head + tail
+
+
+def _mysql_hash(text: str) -> str:
+    """A decimal digit then 8 hex digits (about 35 bits) of the SHA-256 of `text`.
+
+    Why a leading digit: a shortened MySQL name is `<head>_<hash>_user` (or `_db`), which
+    has the very shape of the unshortened `<tenant_id>_<service>_user`. With a plain hex
+    hash, a head that is itself a tenant id plus a hash starting with a-f (a valid service
+    name) gave exactly the name of another, real (tenant, service) pair: two tenants
+    sharing one database or user. The segment before the suffix is the service in every
+    unshortened name (services have no '_'), and a service starts with a letter; a hash
+    segment that starts with a digit is therefore never a service, and a shortened name
+    never equals an unshortened one, whatever the hash. Fixed width keeps shortened names
+    apart from each other unless the hash itself collides.
+    """
+    hexdigest = hashlib.sha256(text.encode()).hexdigest()
+    return str(int(hexdigest[8:10], 16) % 10) + hexdigest[:8]
 
 
 def tenant_id(tenant: str) -> str:
@@ -72,15 +99,17 @@ def mysql_database(tenant: str, service: str) -> str:
     (MariaDB checks the escaped form against the limit)."""
     full = f"{tenant_id(tenant)}_{service.replace('-', '_')}_db"
     limit = MYSQL_DB_MAX
-    name = shorten(full, limit, "_", "_db")
+    digest = _mysql_hash(full)
+    name = _shorten(full, limit, "_", "_db", digest)
     while len(name) + name.count("_") > MYSQL_DB_MAX:
         limit -= 1
-        name = shorten(full, limit, "_", "_db")
+        name = _shorten(full, limit, "_", "_db", digest)
     return name
 
 
 def mysql_user(tenant: str, service: str) -> str:
-    return shorten(f"{tenant_id(tenant)}_{service.replace('-', '_')}_user", MYSQL_USER_MAX, "_", "_user")
+    full = f"{tenant_id(tenant)}_{service.replace('-', '_')}_user"
+    return _shorten(full, MYSQL_USER_MAX, "_", "_user", _mysql_hash(full))
 
 
 def db_secret(service: str) -> str:
@@ -94,6 +123,10 @@ def backup_cronjob(service: str) -> str:
 # --- object storage ----------------------------------------------------------
 
 def bucket(tenant: str, name: str) -> str:
+    # The plain hex hash is safe here, unlike for MySQL: a bucket is shortened only past
+    # 63 chars, which leaves a 54-char head - longer than any tenant (40) - before the
+    # hash, so `<head>-<hash>` can never read as `<tenant>-<bucket>`. Keeping the old
+    # form also keeps existing buckets' names (a bucket cannot be renamed).
     return shorten(f"{tenant}-{name}", BUCKET_MAX)
 
 

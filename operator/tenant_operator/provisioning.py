@@ -23,16 +23,18 @@ import logging
 import secrets
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from kubernetes.client.rest import ApiException
 
-from tenant_operator import naming, render
+from tenant_operator import naming, ownership, render
 from tenant_operator.components import ComponentResult, live_secret_data
 from tenant_operator.config import OperatorConfig
 from tenant_operator.errors import BackendUnavailable, ConfigError
 from tenant_operator.kube.client import Kube
 from tenant_operator.metrics import BACKEND_ERRORS
+from tenant_operator.ownership import NameConflict
 from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition, now_iso
 
@@ -93,21 +95,25 @@ class BackendComponent:
     def _key(self, t: Tenant, live: dict, rotate: bool) -> tuple:
         versions = tuple(sorted((n, o["metadata"].get("resourceVersion", ""))
                                 for n, o in self._secrets(t, live).items()))
-        return (t.generation, t.suspended, rotate, t.rotate_token, versions)
+        return (t.generation, t.suspended, rotate, t.rotate_token, versions, t.uid)
 
-    def sync(self, t: Tenant, live: dict, current_status: dict) -> ComponentResult | None:
+    def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False) -> ComponentResult | None:
         if not self.wanted(t) and not self._secrets(t, live):
             self._cache.pop(t.name, None)
             return None
         rotate = rotation_requested(t, current_status)
-        key = self._key(t, live, rotate)
+        key = (*self._key(t, live, rotate), terminating)
         cached = self._cache.get(t.name)
         if cached and cached[0] == key and time.monotonic() - cached[1] < self.cfg.backend_resync_interval \
                 and not cached[2].failed and self._secrets_present(cached[2], live):
             # Same outcome as last time, but its events were already posted.
             return dataclasses.replace(cached[2], events=[])
         try:
-            result = self.converge(t, live, rotate)
+            result = self.converge(t, live, rotate, terminating)
+        except NameConflict as exc:
+            result = ComponentResult(component=self.component,
+                                     condition=Condition(self.condition_type, False, "NameConflict", str(exc)),
+                                     objects=list(self._secrets(t, live).values()), failed=True)
         except BackendUnavailable as exc:
             BACKEND_ERRORS.labels(self.backend_name).inc()
             log.warning("tenant %s: %s", t.name, exc)
@@ -151,6 +157,8 @@ class MySQLComponent(BackendComponent):
     def __init__(self, cfg, kube):
         super().__init__(cfg, kube)
         self._clients: dict = {}
+        # (tenant, service) -> object key of a fresh dump; wired to the backup component.
+        self.final_dump = None
 
     def client(self, server_name: str):
         from tenant_operator.backends.mysql import MySQLBackend
@@ -163,11 +171,12 @@ class MySQLComponent(BackendComponent):
     def wanted(self, t: Tenant) -> bool:
         return bool(t.databases)
 
-    def converge(self, t: Tenant, live: dict, rotate: bool) -> ComponentResult:
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
+        from tenant_operator.backends.mysql import Owner
         if t.databases and not self.cfg.mysql_servers:
             raise ConfigError("mysql.servers", "the tenant asks for databases but no MySQL server is configured")
         server = self.cfg.mysql_server(t.mysql_server) if t.databases else None
-        objects, changes, events = [], [], []
+        objects, changes, events, conflicts = [], [], [], []
         for service in t.databases:
             db, user = naming.mysql_database(t.name, service), naming.mysql_user(t.name, service)
             name = naming.db_secret(service)
@@ -175,35 +184,25 @@ class MySQLComponent(BackendComponent):
             password = data.get("DB_PASSWORD", "")
             if rotate or not password:
                 password = new_password()
-            made = self.client(server.name).ensure_account(
-                db, user, password, max_user_connections=t.mysql_max_user_connections, locked=t.suspended)
-            changes.extend(f"{service}: {c}" for c in made)
-            url = f"mysql://{quote(user, safe='')}:{quote(password, safe='')}@{server.tenant_host}:{server.port}/{db}"
-            objects.append(self.secret(t, name, {
-                "DB_HOST": server.tenant_host, "DB_PORT": str(server.port), "DB_DATABASE": db,
-                "DB_USERNAME": user, "DB_PASSWORD": password, "DATABASE_URL": url,
-            }, {DB_ANNOTATION_DATABASE: db, DB_ANNOTATION_USER: user, DB_ANNOTATION_SERVER: server.name}))
-
-        # Services removed from the spec: their Secret remembers what to clean up.
-        wanted_names = {naming.db_secret(s) for s in t.databases}
-        for name, obj in self._secrets(t, live).items():
-            if name in wanted_names:
+            try:
+                made = self.client(server.name).ensure_account(
+                    db, user, password, max_user_connections=t.mysql_max_user_connections, locked=t.suspended,
+                    owner=Owner(t.name, t.uid, service, t.adopt_existing))
+            except NameConflict as exc:
+                conflicts.append(str(exc))
+                if name in self._secrets(t, live):
+                    objects.append(self._secrets(t, live)[name])
                 continue
-            ann = obj["metadata"].get("annotations") or {}
-            client = self.client(ann.get(DB_ANNOTATION_SERVER) or self.cfg.mysql_default)
-            if ann.get(DB_ANNOTATION_USER):
-                client.drop_user(ann[DB_ANNOTATION_USER])
-            if ann.get(DB_ANNOTATION_DATABASE):
-                if t.deletion.policy == "Delete":
-                    client.drop_database(ann[DB_ANNOTATION_DATABASE])
-                    events.append(("Normal", "DatabaseDropped", f"dropped {ann[DB_ANNOTATION_DATABASE]} "
-                                   "(removed from spec.databases, deletion policy Delete)"))
-                else:
-                    events.append(("Normal", "DatabaseRetained", f"kept {ann[DB_ANNOTATION_DATABASE]} "
-                                   "(removed from spec.databases, deletion policy Retain); its user was dropped"))
+            changes.extend(f"{service}: {c}" for c in made)
+            objects.append(self._db_secret(t, server, service, db, user, password))
+
+        pending = [] if not self.cfg.mysql_servers else self._removed_services(t, live, terminating, objects, events)
+        status = {"pendingRemovals": {"databases": pending}} if pending else {}
         if changes:
             events.append(("Normal", "DatabasesUpdated", "; ".join(changes)))
-        if not t.databases:
+        if conflicts:
+            cond = Condition(self.condition_type, False, "NameConflict", "; ".join(conflicts))
+        elif not t.databases:
             cond = Condition(self.condition_type, True, "NotRequested", "no databases in spec")
         elif t.suspended:
             cond = Condition(self.condition_type, True, "Locked",
@@ -211,34 +210,108 @@ class MySQLComponent(BackendComponent):
         else:
             cond = Condition(self.condition_type, True, "Provisioned",
                              f"{len(t.databases)} database(s) on server {server.name}")
-        return ComponentResult(self.component, cond, objects=objects, events=events)
+        return ComponentResult(self.component, cond, objects=objects, events=events, status=status,
+                               failed=bool(conflicts))
+
+    def _db_secret(self, t: Tenant, server, service: str, db: str, user: str, password: str) -> dict:
+        url = f"mysql://{quote(user, safe='')}:{quote(password, safe='')}@{server.tenant_host}:{server.port}/{db}"
+        return self.secret(t, naming.db_secret(service), {
+            "DB_HOST": server.tenant_host, "DB_PORT": str(server.port), "DB_DATABASE": db,
+            "DB_USERNAME": user, "DB_PASSWORD": password, "DATABASE_URL": url,
+        }, {DB_ANNOTATION_DATABASE: db, DB_ANNOTATION_USER: user, DB_ANNOTATION_SERVER: server.name})
+
+    def _removed_services(self, t: Tenant, live: dict, terminating: bool, objects: list, events: list) -> list[dict]:
+        """Services gone from spec.databases, found in the server's bookkeeping
+        for this Tenant's UID (never in anything a tenant can edit). Each waits
+        out its own grace period, locked but intact, with its Secret kept; a
+        final dump is taken before it is dropped (policy Delete) or it is kept
+        (policy Retain). While the Tenant is terminating nothing changes here."""
+        from tenant_operator.lifecycle import iso_time, parse_time
+        pending = []
+        now = datetime.now(UTC)
+        for server_name in sorted(self.cfg.mysql_servers):
+            client = self.client(server_name)
+            rows = [r for r in client.owned_by(t.uid) if r.service not in t.databases]
+            by_service: dict[str, list] = {}
+            for row in rows:
+                by_service.setdefault(row.service, []).append(row)
+            for service, svc_rows in sorted(by_service.items()):
+                db = next((r.name for r in svc_rows if r.kind == "database"), "")
+                user = next((r.name for r in svc_rows if r.kind == "user"), "")
+                secret = self._secrets(t, live).get(naming.db_secret(service))
+                if secret is not None:
+                    objects.append(secret)   # kept until the database goes: re-adding restores it as it was
+                if any(r.state == ownership.RETAINED for r in svc_rows) or terminating:
+                    continue
+                purge_after = next((r.purge_after for r in svc_rows if r.purge_after), "")
+                if not purge_after:
+                    purge_after = iso_time(now + timedelta(seconds=t.deletion.grace_period))
+                    for row in svc_rows:
+                        client.mark(row.kind, row.name, t.uid, ownership.PENDING, purge_after)
+                    if user:
+                        client.lock(user, True)
+                    events.append(("Warning", "DatabasePendingRemoval",
+                                   f"{service}: database {db} removed from spec.databases; its user is locked and "
+                                   f"the data is kept until {purge_after} (re-add the service to keep it)"))
+                if now < parse_time(purge_after):
+                    pending.append({"service": service, "database": db, "server": server_name,
+                                    "purgeAfter": purge_after})
+                    continue
+                # Grace over: a final dump first; no dump, no drop.
+                try:
+                    key = self.final_dump(t, service) if self.final_dump and db else ""
+                except Exception as exc:  # noqa: BLE001 - recorded; the database stays
+                    pending.append({"service": service, "database": db, "server": server_name,
+                                    "purgeAfter": purge_after, "waitingOn": f"final dump failed: {exc}"[:300]})
+                    events.append(("Warning", "FinalBackupFailed", f"{service}: {exc}"[:500]))
+                    continue
+                if user:
+                    client.drop_owned("user", user, t.uid)
+                if t.deletion.policy == "Delete":
+                    if db:
+                        client.drop_owned("database", db, t.uid)
+                    events.append(("Normal", "DatabaseDropped", f"{service}: dropped {db} after its grace period "
+                                   f"(final dump {key}; deletion policy Delete)"))
+                else:
+                    if db:
+                        client.mark("database", db, t.uid, ownership.RETAINED)
+                    events.append(("Normal", "DatabaseRetained", f"{service}: kept {db} (final dump {key}; "
+                                   "deletion policy Retain); its user was dropped"))
+                if secret is not None:
+                    objects.remove(secret)
+        return pending
 
     # --- deletion -------------------------------------------------------------------------
-    def _accounts(self, t: Tenant) -> tuple[object, list[str], list[str]] | None:
-        if not self.cfg.mysql_servers:
-            return None
-        client = self.client(t.mysql_server or self.cfg.mysql_default)
-        dbs, users = client.list_tenant_accounts(naming.tenant_id(t.name))
-        dbs = sorted(set(dbs) | {naming.mysql_database(t.name, s) for s in t.databases})
-        users = sorted(set(users) | {naming.mysql_user(t.name, s) for s in t.databases})
-        return client, dbs, users
+    def _owned(self, t: Tenant) -> list[tuple[object, object]]:
+        """(client, row) for everything any configured server records for the UID."""
+        out = []
+        for server_name in sorted(self.cfg.mysql_servers):
+            client = self.client(server_name)
+            out.extend((client, row) for row in client.owned_by(t.uid))
+        return out
 
     def purge_step(self, t: Tenant, step: str) -> str:
-        found = self._accounts(t)
-        if not found:
+        if not self.cfg.mysql_servers or not t.uid:
             return ""
-        client, dbs, users = found
-        if step == "revoke-credentials":
-            dropped = [u for u in users if client.drop_user(u)]
-            return f"dropped MySQL users {', '.join(dropped)}" if dropped else ""
-        if step == "drop-databases":
-            dropped = [d for d in dbs if client.drop_database(d)]
-            return f"dropped databases {', '.join(dropped)}" if dropped else ""
-        return ""
+        kind = {"revoke-credentials": "user", "drop-databases": "database"}.get(step)
+        if kind is None:
+            return ""
+        dropped = [row.name for client, row in self._owned(t)
+                   if row.kind == kind and row.state != ownership.RETAINED and client.drop_owned(kind, row.name, t.uid)]
+        return f"dropped MySQL {kind}s {', '.join(dropped)}" if dropped else ""
+
+    def retain(self, t: Tenant) -> list[str]:
+        """Policy Retain: mark the databases kept for a later Tenant of the same name."""
+        kept = []
+        for client, row in self._owned(t):
+            if row.kind == "database":
+                client.mark("database", row.name, t.uid, ownership.RETAINED)
+                kept.append(f"database {row.name}")
+        return kept
 
     def retained(self, t: Tenant) -> list[str]:
-        found = self._accounts(t)
-        return [f"database {d}" for d in found[1]] if found else []
+        return [f"database {row.name}" for _c, row in self._owned(t) if row.kind == "database"] \
+            if self.cfg.mysql_servers and t.uid else []
 
 
 # --- object storage ---------------------------------------------------------------------------
@@ -265,21 +338,47 @@ class ObjectStorageComponent(BackendComponent):
                 self._listing = BucketListing(self._store)
             return self._store
 
-    @staticmethod
-    def _owned(t: Tenant, names: list[str]) -> list[str]:
-        """Buckets of this tenant among `names`. Bucket names carry no '-', so
-        `<tenant>-x-y` belongs to tenant `<tenant>-x`, never to `<tenant>`."""
-        prefix = f"{t.name}-"
-        return [b for b in names if b.startswith(prefix) and "-" not in b[len(prefix):]]
-
     def wanted(self, t: Tenant) -> bool:
         return t.object_storage is not None or (bool(t.databases) and t.backup.enabled)
 
-    def owned_buckets(self, t: Tenant) -> list[str]:
-        """Buckets of this tenant that exist, listed afresh (purge, retained data)."""
-        return self._owned(t, self.store.list_buckets(f"{t.name}-"))
+    def _tagged(self, t: Tenant, names: list[str]) -> dict[str, dict[str, str]]:
+        """The buckets among `names` whose tags record this Tenant's UID, with their tags."""
+        out = {}
+        for name in names:
+            tags = self.store.bucket_tags(name)
+            if tags and tags.get(ownership.TAG_UID) == t.uid:
+                out[name] = tags
+        return out
 
-    def converge(self, t: Tenant, live: dict, rotate: bool) -> ComponentResult:
+    def owned_buckets(self, t: Tenant) -> dict[str, dict[str, str]]:
+        """Buckets tagged with this Tenant's UID, listed afresh (purge, retained data).
+        Every derived bucket name, shortened or not, starts with `<tenant>-`."""
+        return self._tagged(t, self.store.list_buckets(f"{t.name}-")) if t.uid else {}
+
+    def _claim(self, t: Tenant, bucket: str, create) -> list[str]:
+        """Make sure `bucket` is this Tenant's (tags), creating it if nobody has it."""
+        tags = self.store.bucket_tags(bucket)
+        decision = ownership.claim_decision(
+            (tags or {}).get(ownership.TAG_UID, ""), (tags or {}).get(ownership.TAG_TENANT, ""),
+            (tags or {}).get(ownership.TAG_STATE, ""), uid=t.uid, tenant=t.name, exists=tags is not None,
+            adopt=t.adopt_existing)
+        if decision == "conflict":
+            holder = (tags or {}).get(ownership.TAG_TENANT, "")
+            raise NameConflict("bucket", bucket, f"Tenant {holder} (another UID)" if holder else "")
+        changes = create()
+        wanted = {**(tags or {}), ownership.TAG_UID: t.uid, ownership.TAG_TENANT: t.name,
+                  ownership.TAG_STATE: ownership.ACTIVE}
+        wanted.pop(ownership.TAG_PURGE_AFTER, None)
+        if wanted != tags:
+            self.store.set_bucket_tags(bucket, wanted)
+            if decision != "create":
+                changes.append({"adopt-retained": "adopted retained bucket",
+                                "adopt-unmarked": "adopted unmarked bucket",
+                                "ours": "no longer pending removal"}[decision])
+        return changes
+
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
+        from tenant_operator.lifecycle import iso_time, parse_time
         store = self.store
         spec_buckets = t.object_storage.buckets if t.object_storage else ()
         quota_gib = t.object_storage.quota_gib if t.object_storage else 0
@@ -288,22 +387,42 @@ class ObjectStorageComponent(BackendComponent):
         backups = naming.backups_bucket(t.name)
         changes = []
         for name in buckets.values():
-            changes.extend(f"{name}: {c}" for c in store.ensure_bucket(name, quota_bytes=quota, versioning=False))
-        changes.extend(f"{backups}: {c}" for c in store.ensure_bucket(backups, quota_bytes=None, versioning=True))
+            changes.extend(f"{name}: {c}" for c in self._claim(
+                t, name, lambda n=name: store.ensure_bucket(n, quota_bytes=quota, versioning=False)))
+        changes.extend(f"{backups}: {c}" for c in self._claim(
+            t, backups, lambda: store.ensure_bucket(backups, quota_bytes=None, versioning=True)))
         changes.extend(f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
             backups, self.cfg.backups_bucket_retention_days))
 
         listing = self._listing
         listing.add([*buckets.values(), backups])
-        events, kept = [], []
-        for bucket in self._owned(t, listing.names(f"{t.name}-")):
-            if bucket in buckets.values() or bucket == backups:
+        events, kept, pending = [], [], []
+        now = datetime.now(UTC)
+        candidates = [b for b in listing.names(f"{t.name}-") if b not in buckets.values() and b != backups]
+        for bucket, tags in sorted(self._tagged(t, candidates).items()):
+            state = tags.get(ownership.TAG_STATE, ownership.ACTIVE)
+            if state == ownership.RETAINED:
+                kept.append(bucket)
                 continue
-            if store.bucket_is_empty(bucket) or t.deletion.policy == "Delete":
-                store.delete_bucket(bucket, purge=t.deletion.policy == "Delete")
+            if terminating:
+                continue
+            purge_after = tags.get(ownership.TAG_PURGE_AFTER, "")
+            if state != ownership.PENDING or not purge_after:
+                purge_after = iso_time(now + timedelta(seconds=t.deletion.grace_period))
+                store.set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.PENDING,
+                                               ownership.TAG_PURGE_AFTER: purge_after})
+                events.append(("Warning", "BucketPendingRemoval",
+                               f"{bucket} removed from spec; the tenant's key no longer reaches it and its "
+                               f"objects are kept until {purge_after} (re-add it to keep it)"))
+            if now < parse_time(purge_after):
+                pending.append({"bucket": bucket, "purgeAfter": purge_after})
+            elif t.deletion.policy == "Delete" or store.bucket_is_empty(bucket):
+                store.delete_bucket(bucket, purge=True)
                 listing.discard(bucket)
-                events.append(("Normal", "BucketDeleted", f"deleted {bucket} (removed from spec)"))
+                events.append(("Normal", "BucketDeleted", f"deleted {bucket} with its objects after its grace "
+                                                          "period (removed from spec, deletion policy Delete)"))
             else:
+                store.set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.RETAINED})
                 kept.append(bucket)
 
         from tenant_operator.backends.objectstore import Credentials
@@ -338,7 +457,8 @@ class ObjectStorageComponent(BackendComponent):
             cond = Condition(self.condition_type, True, "Provisioned",
                              f"{len(all_buckets)} bucket(s) on {store.backend}" +
                              (f", quota {quota_gib} GiB each" if quota else ""))
-        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data)], events=events)
+        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data)], events=events,
+                               status={"pendingRemovals": {"buckets": pending}} if pending else {})
 
     def purge_step(self, t: Tenant, step: str) -> str:
         if self.cfg.object_storage is None:
@@ -351,13 +471,24 @@ class ObjectStorageComponent(BackendComponent):
             # The backups bucket stays and follows the platform's retention: from
             # now on each backup expires backupsBucketRetentionDays after it was taken.
             backups, owned = naming.backups_bucket(t.name), self.owned_buckets(t)
-            gone = [b for b in owned if b != backups and store.delete_bucket(b, purge=True)]
+            gone = [b for b, tags in owned.items() if b != backups
+                    and tags.get(ownership.TAG_STATE) != ownership.RETAINED and store.delete_bucket(b, purge=True)]
             done = [f"deleted buckets {', '.join(gone)}"] if gone else []
             if backups in owned:
                 done += [f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
                     backups, self.cfg.backups_bucket_retention_days, purged=True)]
             return "; ".join(done)
         return ""
+
+    def retain(self, t: Tenant) -> list[str]:
+        """Policy Retain: mark the buckets kept for a later Tenant of the same name."""
+        if self.cfg.object_storage is None:
+            return []
+        kept = []
+        for bucket, tags in self.owned_buckets(t).items():
+            self.store.set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.RETAINED})
+            kept.append(f"bucket {bucket}")
+        return kept
 
     def retained(self, t: Tenant) -> list[str]:
         return [f"bucket {b}" for b in self.owned_buckets(t)] if self.cfg.object_storage else []
@@ -389,17 +520,27 @@ class RabbitMQComponent(BackendComponent):
     def wanted(self, t: Tenant) -> bool:
         return t.messaging is not None
 
-    def converge(self, t: Tenant, live: dict, rotate: bool) -> ComponentResult:
+    def _check(self, t: Tenant, what: str, name: str, marker: tuple[bool, str, bool]) -> None:
+        exists, uid, retained = marker
+        decision = ownership.claim_decision(uid, t.name if retained else "", ownership.RETAINED if retained else "",
+                                            uid=t.uid, tenant=t.name, exists=exists, adopt=t.adopt_existing)
+        if decision == "conflict":
+            raise NameConflict(f"RabbitMQ {what}", name, f"Tenant UID {uid}" if uid else "")
+
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
         from tenant_operator.backends.rabbitmq import amqp_url
         client, cfg = self.client, self.cfg.rabbitmq
         vhost, user = naming.vhost(t.name), naming.rabbitmq_user(t.name)
+        # Both checked before either is touched: a user or vhost of another system is never taken over.
+        self._check(t, "vhost", vhost, client.vhost_marker(vhost))
+        self._check(t, "user", user, client.user_marker(user))
         changes = list(client.ensure_vhost(vhost, max_connections=t.rabbitmq_max_connections,
-                                           max_queues=t.rabbitmq_max_queues))
+                                           max_queues=t.rabbitmq_max_queues, owner_uid=t.uid))
         name = naming.RABBITMQ_SECRET
         password = self.read_secret(t, live, name).get("RABBITMQ_PASSWORD", "")
         if rotate or not password:
             password = new_password()
-        changes.extend(client.ensure_user(user, password, vhost, enabled=not t.suspended))
+        changes.extend(client.ensure_user(user, password, vhost, enabled=not t.suspended, owner_uid=t.uid))
         queues = {naming.queue(t.name, q): f"{q}.#" for q in (t.messaging.queues if t.messaging else ())}
         topo, kept = client.ensure_topology(vhost, naming.events_exchange(t.name), queues)
         changes.extend(topo)
@@ -423,11 +564,29 @@ class RabbitMQComponent(BackendComponent):
     def purge_step(self, t: Tenant, step: str) -> str:
         if self.cfg.rabbitmq is None:
             return ""
+        client, user, vhost = self.client, naming.rabbitmq_user(t.name), naming.vhost(t.name)
         if step == "revoke-credentials":
-            return "deleted RabbitMQ user" if self.client.delete_user(naming.rabbitmq_user(t.name)) else ""
+            _exists, uid, _retained = client.user_marker(user)
+            if uid != t.uid or not t.uid:
+                return f"RabbitMQ user {user} is not this Tenant's; left alone" if _exists else ""
+            return "deleted RabbitMQ user" if client.delete_user(user) else ""
         if step == "delete-vhost":
-            return "deleted vhost" if self.client.delete_vhost(naming.vhost(t.name)) else ""
+            _exists, uid, retained = client.vhost_marker(vhost)
+            if uid != t.uid or not t.uid or retained:
+                return f"vhost {vhost} is not this Tenant's; left alone" if _exists else ""
+            return "deleted vhost" if client.delete_vhost(vhost) else ""
         return ""
+
+    def retain(self, t: Tenant) -> list[str]:
+        """Policy Retain: mark the vhost kept for a later Tenant of the same name."""
+        if self.cfg.rabbitmq is None:
+            return []
+        vhost = naming.vhost(t.name)
+        _exists, uid, _retained = self.client.vhost_marker(vhost)
+        if uid != t.uid or not t.uid:
+            return []
+        self.client.mark_vhost(vhost, t.uid, retained=True)
+        return [f"vhost {vhost}"]
 
     def retained(self, t: Tenant) -> list[str]:
         return [f"vhost {naming.vhost(t.name)}"] if self.cfg.rabbitmq else []
@@ -436,5 +595,6 @@ class RabbitMQComponent(BackendComponent):
 def build_backends(cfg: OperatorConfig, kube: Kube) -> list[BackendComponent]:
     """All components; each reports NotConfigured when a tenant needs a backend the config lacks."""
     from tenant_operator.backup.component import BackupComponent
-    return [MySQLComponent(cfg, kube), ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube),
-            BackupComponent(cfg, kube)]
+    mysql, backup = MySQLComponent(cfg, kube), BackupComponent(cfg, kube)
+    mysql.final_dump = backup.dump_service
+    return [mysql, ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube), backup]

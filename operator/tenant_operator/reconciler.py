@@ -21,6 +21,7 @@ from tenant_operator.errors import SpecError
 from tenant_operator.kube.client import Kube
 from tenant_operator.kube.diff import needs_apply, with_hash
 from tenant_operator.naming import ANNOTATION_HASH
+from tenant_operator.ownership import ANNOTATION_UID, NameConflict, claim_decision
 from tenant_operator.status import Condition
 
 log = logging.getLogger(__name__)
@@ -185,55 +186,69 @@ class Reconciler:
         conditions: dict[str, Condition] = {}
         extra_status: dict = {}
         failed = False
-
-        # Namespace first: nothing else can exist without it.
         errors: dict[str, str] = {}
         applied: list[str] = []
-        ns_objs = [o for c, o in desired_objs if c == "namespace"]
-        for obj in ns_objs:
-            try:
-                if self._apply(obj, live):
-                    result.writes += 1
-                    applied.append(f"Namespace/{obj['metadata']['name']}")
-            except Exception as exc:  # noqa: BLE001 - reported in status, retried
-                errors["namespace"] = _message(exc)
-        ns_live = live.get(render.object_key(ns_objs[0]))
-        if "namespace" not in errors and ns_live and ns_live.get("status", {}).get("phase") == "Terminating":
-            errors["namespace"] = f"namespace {t.namespace} is still terminating; waiting for it to go"
 
-        # Backends produce conditions plus Secrets/CronJobs to apply.
-        backend_results: list[ComponentResult] = []
-        if "namespace" not in errors:
-            for backend in self.backends:
-                res = backend.sync(t, live, current)
-                if res is None:
-                    continue
-                backend_results.append(res)
-                conditions[res.condition.type] = res.condition
-                extra_status.update(res.status)
-                result.events.extend(res.events)
-                failed |= res.failed
-                for obj in res.objects:
-                    desired_objs.append((obj["metadata"]["labels"][naming.LABEL_COMPONENT], obj))
-
-        if "namespace" not in errors:
-            for component, obj in desired_objs:
-                if component == "namespace":
-                    continue
+        def apply_all(objs) -> None:
+            for component, obj in objs:
                 try:
                     if self._apply(obj, live):
                         result.writes += 1
                         applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - reported in status, retried
                     errors.setdefault(component, f"{obj['kind']} {obj['metadata']['name']}: {_message(exc)}")
+
+        # Namespace first, and only one that is provably this Tenant's.
+        ns_obj = next(o for c, o in desired_objs if c == "namespace")
+        try:
+            result.writes += self._ensure_namespace(t, ns_obj, live, applied)
+        except NameConflict as exc:
+            errors["namespace"] = str(exc)
+            conflict = exc
+        except Exception as exc:  # noqa: BLE001
+            errors["namespace"] = _message(exc)
+            conflict = None
+        else:
+            conflict = None
+        ns_live = live.get(render.object_key(ns_obj))
+        if "namespace" not in errors and ns_live and ns_live.get("status", {}).get("phase") == "Terminating":
+            errors["namespace"] = f"namespace {t.namespace} is still terminating; waiting for it to go"
+
+        backend_results: list[ComponentResult] = []
+        if "namespace" not in errors:
+            # Isolation first: policies, quota, limits, RBAC (and the ingress) go in
+            # before any backend is touched, so a backend failure never leaves the
+            # namespace open.
+            apply_all((c, o) for c, o in desired_objs if c != "namespace")
+            for backend in self.backends:
+                res = self._sync_backend(backend, t, live, current, deletion)
+                if res is None:
+                    continue
+                backend_results.append(res)
+                conditions[res.condition.type] = res.condition
+                for key, value in res.status.items():
+                    if key == "pendingRemovals":
+                        extra_status.setdefault(key, {}).update(value)
+                    else:
+                        extra_status[key] = value
+                result.events.extend(res.events)
+                failed |= res.failed
+                own = [(obj["metadata"]["labels"][naming.LABEL_COMPONENT], obj) for obj in res.objects]
+                # Each backend's Secrets right after its own change: a failure in a
+                # later backend never leaves this one with a credential no Secret holds.
+                apply_all(own)
+                desired_objs.extend(own)
             pruned = self._prune(t, desired_objs, live, errors)
             result.writes += len(pruned)
             if pruned:
                 result.events.append(("Normal", "Pruned", "removed objects no longer wanted: " + ", ".join(pruned)))
         if applied:
             result.events.append(("Normal", "Applied", "created or updated " + ", ".join(applied)))
+        previous = {c.get("type"): c for c in current.get("conditions") or []}
+        if conflict is not None and (previous.get("NamespaceReady") or {}).get("reason") != "NameConflict":
+            result.events.append(("Warning", "NameConflict", str(conflict)))
 
-        conditions.update(self._kube_conditions(t, errors))
+        conditions.update(self._kube_conditions(t, errors, "NameConflict" if conflict is not None else "ApplyFailed"))
         for res in backend_results:
             # A backend's own object (Secret, CronJob) failed to apply: that backend is not ready.
             if res.component in errors and res.condition.status is not False:
@@ -244,6 +259,9 @@ class Reconciler:
         if failed:
             # A rotation counts as done only when every backend rotated.
             extra_status.pop("credentials", None)
+        if "namespace" not in errors:
+            # Merge-patch null removes the field once nothing is pending any more.
+            extra_status.setdefault("pendingRemovals", None)
         ordered = [conditions[c] for c in status.COMPONENT_CONDITIONS if c in conditions]
         if deletion is not None:
             extra_status["deletion"] = deletion
@@ -263,6 +281,55 @@ class Reconciler:
             # A newer Tenant exists; its watch event wakes the next pass, this is the fallback.
             result.retry_after = CONFLICT_RETRY_SECONDS
         return result
+
+    def _sync_backend(self, backend, t: spec.Tenant, live, current: dict, deletion: dict | None):
+        """One backend's pass; an unexpected error becomes its condition, never
+        stops the other components."""
+        try:
+            return backend.sync(t, live, current, terminating=deletion is not None)
+        except Exception as exc:  # noqa: BLE001 - reported in status, retried with backoff
+            log.error("tenant %s: %s component failed: %s: %s", t.name, backend.component,
+                      type(exc).__name__, exc)
+            log.debug("traceback", exc_info=True)
+            ctype = getattr(backend, "condition_type", "") or "BackupsReady"
+            return ComponentResult(backend.component, Condition(ctype, False, "InternalError",
+                                                                f"{type(exc).__name__}: {exc}"[:500]),
+                                   objects=[o for k, o in live.items() if k[1] == "Secret" and k[2] == t.namespace
+                                            and o["metadata"].get("labels", {}).get(naming.LABEL_COMPONENT)
+                                            == backend.component],
+                                   failed=True)
+
+    def _ensure_namespace(self, t: spec.Tenant, desired: dict, live: dict[Key, dict], applied: list[str]) -> int:
+        """Create the namespace with our marker, or keep applying it when it
+        carries this Tenant's UID. Anything else under that name is not ours."""
+        key = render.object_key(desired)
+        current = live.get(key)
+        if current is None:
+            # The watch only sees labelled namespaces: a foreign one needs a read.
+            current = self.kube.get("Namespace", t.namespace)
+        if current is None:
+            try:
+                written = self.kube.create(desired if ANNOTATION_HASH in desired["metadata"].get("annotations", {})
+                                           else with_hash(desired))
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise NameConflict("namespace", t.namespace) from None
+                raise
+            live[key] = written
+            applied.append(f"Namespace/{t.namespace}")
+            return 1
+        marker = (current["metadata"].get("annotations") or {}).get(ANNOTATION_UID, "")
+        decision = claim_decision(marker, "", "", uid=t.uid, tenant=t.name, exists=True,
+                                  adopt=t.adopt_existing)
+        if decision == "conflict":
+            holder = (current["metadata"].get("labels") or {}).get(naming.LABEL_TENANT, "")
+            raise NameConflict("namespace", t.namespace,
+                               f"Tenant {holder} (another UID)" if marker and holder else "")
+        live.setdefault(key, current)
+        if self._apply(desired, live):
+            applied.append(f"Namespace/{t.namespace}")
+            return 1
+        return 0
 
     def _rendered(self, t: spec.Tenant) -> list[dict]:
         """Rendering is pure: a drift check of an unchanged tenant reuses the last
@@ -311,11 +378,13 @@ class Reconciler:
                 errors.setdefault(component, f"cannot remove {key[1]} {key[3]}: {_message(exc)}")
         return pruned
 
-    def _kube_conditions(self, t: spec.Tenant, errors: dict[str, str]) -> dict[str, Condition]:
+    def _kube_conditions(self, t: spec.Tenant, errors: dict[str, str],
+                         namespace_reason: str = "ApplyFailed") -> dict[str, Condition]:
         def cond(ctype: str, components: tuple[str, ...], ok_reason: str, ok_msg: str) -> Condition:
             for comp in components:
                 if comp in errors:
-                    return Condition(ctype, False, "ApplyFailed", errors[comp])
+                    reason = namespace_reason if comp == "namespace" else "ApplyFailed"
+                    return Condition(ctype, False, reason, errors[comp])
             return Condition(ctype, True, ok_reason, ok_msg)
 
         out = {

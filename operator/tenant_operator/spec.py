@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from tenant_operator import naming
+from tenant_operator import naming, ownership
 from tenant_operator.config import OperatorConfig
 from tenant_operator.durations import parse_duration
 from tenant_operator.errors import SpecError
@@ -107,6 +107,9 @@ class Tenant:
     generation: int = 0
     rotate_token: str = ""       # value of the rotate-credentials annotation
     purge_now: bool = False
+    uid: str = ""                # metadata.uid: what every ownership marker records
+    adopt_existing: bool = False  # annotation: adopt unmarked resources of the derived names
+    skip_final_backup: bool = False   # annotation: purge even without a successful final backup
 
 
 # --- small typed readers ---------------------------------------------------------
@@ -310,10 +313,26 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
     if len(display) > 128:
         raise SpecError("spec.displayName", "must be at most 128 characters")
 
+    namespace = naming.namespace(name, config.namespace_prefix)
+    pattern = ownership.reserved(namespace, config.reserved_namespace_patterns())
+    if pattern:
+        raise SpecError("metadata.name", f"its namespace {namespace!r} is reserved by the operator "
+                                         f"configuration ({pattern!r} in reservedNamespaces or operatorNamespace)")
+    if messaging is not None:
+        pattern = ownership.reserved(naming.rabbitmq_user(name), config.reserved_user_patterns())
+        if pattern:
+            raise SpecError("metadata.name", f"its RabbitMQ user {naming.rabbitmq_user(name)!r} is reserved "
+                                             f"({pattern!r}: reservedUsers or an admin user of the operator)")
+    for i, service in enumerate(databases):
+        pattern = ownership.reserved(naming.mysql_user(name, service), config.reserved_user_patterns())
+        if pattern:
+            raise SpecError(f"spec.databases[{i}]", f"its MySQL user {naming.mysql_user(name, service)!r} "
+                                                    f"is reserved ({pattern!r})")
+
     annotations = meta.get("annotations") or {}
     return Tenant(
         name=name,
-        namespace=naming.namespace(name, config.namespace_prefix),
+        namespace=namespace,
         tier=tier_name,
         display_name=display,
         domains=domains,
@@ -335,5 +354,13 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
         deletion=_deletion(spec, config),
         generation=int(meta.get("generation") or 0),
         rotate_token=str(annotations.get(naming.ANNOTATION_ROTATE, "")),
-        purge_now=str(annotations.get(naming.ANNOTATION_PURGE_NOW, "")).lower() == "true",
+        purge_now=flag(annotations, naming.ANNOTATION_PURGE_NOW),
+        uid=str(meta.get("uid") or ""),
+        adopt_existing=flag(annotations, ownership.ANNOTATION_ADOPT),
+        skip_final_backup=flag(annotations, ownership.ANNOTATION_SKIP_FINAL_BACKUP),
     )
+
+
+def flag(annotations: dict, key: str) -> bool:
+    """An annotation set to "true" (any case)."""
+    return str((annotations or {}).get(key, "")).lower() == "true"

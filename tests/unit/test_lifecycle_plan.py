@@ -38,7 +38,8 @@ def test_tenant_for_deletion_parses_a_valid_spec():
     body = {"metadata": {"name": "acme"},
             "spec": {"tier": "premium", "databases": ["auth"], "deletion": {"gracePeriod": "2h",
                                                                            "policy": "Retain"}}}
-    t = lifecycle.tenant_for_deletion(body, CFG)
+    t, valid = lifecycle.tenant_for_deletion(body, CFG)
+    assert valid
     assert t.tier == "premium"
     assert t.databases == ("auth",)
     assert t.deletion == spec.Deletion(grace_period=7200, policy="Retain")
@@ -61,13 +62,18 @@ DEFAULT_GRACE = 48 * 3600
 ], ids=["bad-tier-retain", "bad-db", "bad-policy", "bad-grace", "deletion-not-an-object",
         "policy-not-a-string", "no-spec", "spec-not-an-object"])
 def test_tenant_for_deletion_falls_back_when_the_spec_is_invalid(spec_body, policy, grace):
-    body = {"metadata": {"name": "acme"}}
+    body = {"metadata": {"name": "acme", "uid": "uid-1",
+                         "annotations": {"tenancy.dev/purge-now": "true", "tenancy.dev/skip-final-backup": "TRUE"}}}
     if spec_body is not None:
         body["spec"] = spec_body
     with pytest.raises(ValueError):
         spec.parse(body, CFG)                         # the spec really is invalid
-    t = lifecycle.tenant_for_deletion(body, CFG)
+    t, valid = lifecycle.tenant_for_deletion(body, CFG)
+    assert not valid
     assert t.name == "acme"
+    # What the purge needs never depends on the spec: the UID and the annotations.
+    assert t.uid == "uid-1" and t.purge_now and t.skip_final_backup
+    assert t.databases == () and t.object_storage is None
     assert t.namespace == "saas-acme"
     assert t.tier == "standard"
     assert t.deletion.policy == policy
@@ -83,12 +89,12 @@ def test_fallback_never_shortens_a_valid_grace_period():
     cfg = config.from_dict({"mysql": {"servers": {"main": {"host": "db"}}}})
     with pytest.raises(ValueError, match=r"^spec\.placement\.mysql"):
         spec.parse(body, cfg)
-    assert lifecycle.tenant_for_deletion(body, cfg).deletion.grace_period >= 8760 * 3600
+    assert lifecycle.tenant_for_deletion(body, cfg)[0].deletion.grace_period >= 8760 * 3600
 
 
 def test_fallback_for_retain_still_retains_data():
     body = {"metadata": {"name": "acme"}, "spec": {"tier": "gold", "deletion": {"policy": "Retain"}}}
-    t = lifecycle.tenant_for_deletion(body, CFG)
+    t, _valid = lifecycle.tenant_for_deletion(body, CFG)
     assert lifecycle.plan(t) == ("revoke-credentials", "delete-namespace")
 
 

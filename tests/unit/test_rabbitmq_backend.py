@@ -165,19 +165,19 @@ def test_permissions_on_other_vhosts_are_revoked_with_quoted_paths():
     assert s.writes() == [("DELETE", "/api/permissions/%2F/t1")]
 
 
-def test_ensure_user_changes_a_different_password_and_clears_tags():
+def test_ensure_user_changes_a_different_password_and_keeps_only_the_marker_tag():
     b, s = backend_with({
         ("GET", "/api/users/t1"): FakeResponse(200, _user("old", tags=["management"])),
         ("PUT", "/api/users/t1"): FakeResponse(204),
         ("GET", "/api/permissions/t1/admin"): FakeResponse(200, {"vhost": "t1", "user": "admin", **FULL}),
         ("GET", "/api/users/t1/permissions"): FakeResponse(200, [{"vhost": "t1", "user": "t1", **FULL}]),
     })
-    assert b.ensure_user("t1", "new", "t1", enabled=True) == ["user t1 password changed, tags cleared"]
+    assert b.ensure_user("t1", "new", "t1", enabled=True, owner_uid="u1") == ["user t1 password changed"]
     put = next(kw for m, p, kw in s.calls if m == "PUT")
-    assert put["json"] == {"password": "new", "tags": ""}
+    assert put["json"] == {"password": "new", "tags": "tenant-operator-uid:u1"}
 
 
-def test_ensure_user_clears_tags_keeping_the_stored_hash():
+def test_ensure_user_replaces_tags_by_the_marker_keeping_the_stored_hash():
     info = _user("pw", tags=["administrator"])
     b, s = backend_with({
         ("GET", "/api/users/t1"): FakeResponse(200, info),
@@ -185,10 +185,11 @@ def test_ensure_user_clears_tags_keeping_the_stored_hash():
         ("GET", "/api/permissions/t1/admin"): FakeResponse(200, {"vhost": "t1", "user": "admin", **FULL}),
         ("GET", "/api/users/t1/permissions"): FakeResponse(200, [{"vhost": "t1", "user": "t1", **FULL}]),
     })
-    assert b.ensure_user("t1", "pw", "t1", enabled=True) == ["user t1 tags cleared"]
+    assert b.ensure_user("t1", "pw", "t1", enabled=True, owner_uid="u1") == \
+        ["user t1 tags set to the ownership marker only"]
     put = next(kw for m, p, kw in s.calls if m == "PUT")
     assert put["json"] == {"password_hash": info["password_hash"],
-                           "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ""}
+                           "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "tenant-operator-uid:u1"}
 
 
 def test_suspension_revokes_permissions_and_closes_connections():

@@ -37,6 +37,11 @@ class FakeKube:
         self.objects[render.object_key(obj)] = live
         return live
 
+    def create(self, obj):
+        if render.object_key(obj) in self.objects:
+            raise ApiException(status=409, reason="AlreadyExists")
+        return self.apply(obj)
+
     def delete(self, kind, name, namespace=""):
         self.writes.append(("delete", kind, name))
         return self.objects.pop(next(k for k in self.objects if k[1] == kind and k[3] == name), None) is not None
@@ -66,7 +71,10 @@ class FakeMySQL:
         self.locked: dict[str, bool] = {}
         self.down = False
 
-    def ensure_account(self, database, user, password, *, max_user_connections, locked):
+    def owned_by(self, uid):
+        return []
+
+    def ensure_account(self, database, user, password, *, max_user_connections, locked, owner=None):
         if self.down:
             raise BackendUnavailable("mysql", "127.0.0.1:3306 unreachable")
         changes = []
@@ -80,7 +88,7 @@ class FakeMySQL:
 def tenant(**spec) -> dict:
     base = {"tier": "standard", "databases": ["auth"]}
     base.update(spec)
-    return {"metadata": {"name": "acme", "generation": 1}, "spec": base}
+    return {"metadata": {"name": "acme", "generation": 1, "uid": "uid-acme"}, "spec": base}
 
 
 @pytest.fixture

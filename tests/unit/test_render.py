@@ -47,6 +47,7 @@ def test_namespace_labels_and_annotations():
     assert labels["tenancy.dev/component"] == "namespace"
     assert labels["app.kubernetes.io/managed-by"] == "tenant-operator"
     assert ns["metadata"]["annotations"] == {
+        "tenancy.dev/tenant-uid": "",
         "tenancy.dev/display-name": "Client ABC",
         "tenancy.dev/domains": "client-abc.example.com",
     }
@@ -84,7 +85,8 @@ def test_yaml_breaking_display_name_round_trips(display):
     (ns,) = render.namespace(t, CFG)
     assert ns["metadata"]["annotations"]["tenancy.dev/display-name"] == display
     # Nothing leaked into the structure.
-    assert set(ns["metadata"]["annotations"]) == {"tenancy.dev/display-name", "tenancy.dev/domains"}
+    assert set(ns["metadata"]["annotations"]) == {"tenancy.dev/tenant-uid", "tenancy.dev/display-name",
+                                                  "tenancy.dev/domains"}
     assert ns["metadata"]["name"] == "tenant-client-abc"
 
 

@@ -23,8 +23,9 @@ import pymysql.connections
 import pymysql.converters
 import pymysql.cursors
 
-from tenant_operator import config, naming
+from tenant_operator import config, naming, ownership
 from tenant_operator.errors import BackendUnavailable
+from tenant_operator.ownership import NameConflict
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,41 @@ def _scrub(message: str, secrets: tuple[str, ...]) -> str:
             for form in (secret, pymysql.converters.escape_string(secret)):
                 message = message.replace(form, "***")
     return message
+
+
+# The operator's bookkeeping: which database and user it created for which
+# Tenant UID. Tenant grants are on their own (escaped) database names only,
+# so no tenant account can reach this schema.
+OWNERSHIP_SCHEMA = "tenant_operator"
+_OWNED = f"`{OWNERSHIP_SCHEMA}`.`owned`"
+_OWNED_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {_OWNED} ("
+    "kind VARCHAR(16) NOT NULL, name VARCHAR(64) NOT NULL, tenant VARCHAR(64) NOT NULL, "
+    "tenant_uid VARCHAR(64) NOT NULL, service VARCHAR(32) NOT NULL DEFAULT '', "
+    "state VARCHAR(16) NOT NULL DEFAULT 'active', purge_after VARCHAR(32) NULL, "
+    "created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, "
+    "PRIMARY KEY (kind, name), KEY by_uid (tenant_uid))"
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a database and user are created for."""
+    tenant: str
+    uid: str
+    service: str = ""
+    adopt_existing: bool = False
+
+
+@dataclass(frozen=True)
+class OwnedRow:
+    kind: str          # database | user
+    name: str
+    tenant: str
+    uid: str
+    service: str
+    state: str
+    purge_after: str
 
 
 @dataclass
@@ -316,7 +352,7 @@ class MySQLBackend:
     # --- public API --------------------------------------------------------------------
 
     def ensure_account(self, database: str, user: str, password: str, *, max_user_connections: int,
-                       locked: bool) -> list[str]:
+                       locked: bool, owner: Owner | None = None) -> list[str]:
         """Converge database, user, password, privileges, connection limit and lock state.
 
         Reads first and writes only what differs; returns the changes made ([] when none)."""
@@ -334,8 +370,14 @@ class MySQLBackend:
 
         def op(s: _Session) -> list[str]:
             changes: list[str] = []
-            if s.one("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
-                     (database,)) is None:
+            db_exists = s.one("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                              (database,)) is not None
+            if owner is not None:
+                # Both names are claimed before anything is created or changed.
+                user_exists = self._user_state(s, user) is not None
+                changes += self._claim(s, "database", database, owner, db_exists)
+                changes += self._claim(s, "user", user, owner, user_exists)
+            if not db_exists:
                 s.rows(f"CREATE DATABASE IF NOT EXISTS {db_q} CHARACTER SET utf8mb4")
                 changes.append("created database")
 
@@ -402,6 +444,85 @@ class MySQLBackend:
             s.rows(f"GRANT ALL PRIVILEGES ON {grant_db}.* TO {user_q}@%s", (host,))
             changes.append(f"granted all privileges on {database}")
         return changes
+
+    # --- ownership bookkeeping ---------------------------------------------------------
+
+    def _ownership_table(self, s: _Session) -> None:
+        if not getattr(self, "_owned_ready", False):
+            s.rows(f"CREATE DATABASE IF NOT EXISTS `{OWNERSHIP_SCHEMA}` CHARACTER SET utf8mb4")
+            s.rows(_OWNED_DDL)
+            self._owned_ready = True
+
+    def _owned_row(self, s: _Session, kind: str, name: str) -> OwnedRow | None:
+        self._ownership_table(s)
+        row = s.one(f"SELECT * FROM {_OWNED} WHERE kind = %s AND name = %s", (kind, name))
+        return self._as_row(row) if row else None
+
+    @staticmethod
+    def _as_row(row: dict) -> OwnedRow:
+        return OwnedRow(row["kind"], row["name"], row["tenant"], row["tenant_uid"], row["service"], row["state"],
+                        row["purge_after"] or "")
+
+    def _claim(self, s: _Session, kind: str, name: str, owner: Owner, exists: bool) -> list[str]:
+        """Record `name` as `owner`'s, or raise NameConflict when it is someone else's."""
+        row = self._owned_row(s, kind, name)
+        decision = ownership.claim_decision(
+            row.uid if row else "", row.tenant if row else "", row.state if row else "",
+            uid=owner.uid, tenant=owner.tenant, exists=exists, adopt=owner.adopt_existing)
+        if decision == "conflict":
+            raise NameConflict(f"MySQL {kind}", name,
+                               f"Tenant {row.tenant} (UID {row.uid})" if row else "")
+        if decision in ("create", "adopt-unmarked"):
+            s.rows(f"INSERT INTO {_OWNED} (kind, name, tenant, tenant_uid, service) VALUES (%s, %s, %s, %s, %s)",
+                   (kind, name, owner.tenant, owner.uid, owner.service))
+            return ["adopted unmarked " + kind] if decision == "adopt-unmarked" else []
+        if decision == "adopt-retained" or row.state != ownership.ACTIVE:
+            s.rows(f"UPDATE {_OWNED} SET tenant_uid = %s, tenant = %s, service = %s, state = %s, "
+                   "purge_after = NULL WHERE kind = %s AND name = %s",
+                   (owner.uid, owner.tenant, owner.service, ownership.ACTIVE, kind, name))
+            return [f"adopted retained {kind}" if decision == "adopt-retained" else f"{kind} no longer pending removal"]
+        return []
+
+    def owned_by(self, uid: str) -> list[OwnedRow]:
+        """Every database and user recorded for this Tenant UID."""
+        def op(s: _Session) -> list[OwnedRow]:
+            self._ownership_table(s)
+            return [self._as_row(r) for r in s.rows(f"SELECT * FROM {_OWNED} WHERE tenant_uid = %s "
+                                                     "ORDER BY kind, name", (uid,))]
+        return self._run(f"list what UID {uid} owns", op)
+
+    def mark(self, kind: str, name: str, uid: str, state: str, purge_after: str = "") -> None:
+        """Change the state of a row of ours (pending-removal, retained, active)."""
+        def op(s: _Session) -> None:
+            self._ownership_table(s)
+            s.rows(f"UPDATE {_OWNED} SET state = %s, purge_after = %s WHERE kind = %s AND name = %s "
+                   "AND tenant_uid = %s", (state, purge_after or None, kind, name, uid))
+        self._run(f"mark {kind} {name} {state}", op)
+
+    def drop_owned(self, kind: str, name: str, uid: str) -> bool:
+        """Drop a database or user only if the bookkeeping says it is `uid`'s;
+        the row goes with it. Returns whether anything was dropped."""
+        def op(s: _Session) -> bool:
+            row = self._owned_row(s, kind, name)
+            if row is None or row.uid != uid:
+                log.warning("mysql %s: not dropping %s %s: not recorded for UID %s", self.server.name, kind, name, uid)
+                return False
+            existed = False
+            if kind == "database":
+                existed = s.one("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                                (name,)) is not None
+                s.rows(f"DROP DATABASE IF EXISTS {naming.quote_sql_identifier(name)}")
+            else:
+                host = self.server.user_host
+                existed = s.one("SELECT User FROM mysql.user WHERE User = %s AND Host = %s", (name, host)) is not None
+                s.rows(f"DROP USER IF EXISTS {_user_name(name)}@%s", (host,))
+                self._kill_sessions(s, name)
+            s.rows(f"DELETE FROM {_OWNED} WHERE kind = %s AND name = %s AND tenant_uid = %s", (kind, name, uid))
+            return existed
+        dropped = self._run(f"drop {kind} {name}", op)
+        if dropped:
+            log.info("mysql %s: dropped %s %s (recorded for UID %s)", self.server.name, kind, name, uid)
+        return dropped
 
     def set_password(self, user: str, password: str) -> None:
         """Set the user's password (always writes)."""

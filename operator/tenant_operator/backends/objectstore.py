@@ -35,7 +35,7 @@ import botocore.exceptions
 import certifi
 import urllib3
 from minio import Minio, MinioAdmin
-from minio.commonconfig import ENABLED, Filter
+from minio.commonconfig import ENABLED, Filter, Tags
 from minio.credentials import StaticProvider
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioAdminException, MinioException, S3Error
@@ -98,6 +98,8 @@ class ObjectStore(Protocol):
     def ensure_bucket(self, name: str, *, quota_bytes: int | None, versioning: bool) -> list[str]: ...
     def bucket_exists(self, name: str) -> bool: ...
     def bucket_is_empty(self, name: str) -> bool: ...
+    def bucket_tags(self, name: str) -> dict[str, str] | None: ...
+    def set_bucket_tags(self, name: str, tags: dict[str, str]) -> None: ...
     def delete_bucket(self, name: str, *, purge: bool) -> bool: ...
     def list_buckets(self, prefix: str) -> list[str]: ...
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
@@ -342,6 +344,25 @@ class MinioStore:
         validate_bucket_name(name)
         with self._guard(f"checking bucket {name}"):
             return self._s3.bucket_exists(name)
+
+    def bucket_tags(self, name: str) -> dict[str, str] | None:
+        """The bucket's tags ({} when it has none), None when it does not exist."""
+        validate_bucket_name(name)
+        with self._guard(f"reading tags of bucket {name}"):
+            try:
+                tags = self._s3.get_bucket_tags(name)
+            except S3Error as exc:
+                if exc.code == "NoSuchBucket":
+                    return None
+                raise
+            return dict(tags or {})
+
+    def set_bucket_tags(self, name: str, tags: dict[str, str]) -> None:
+        validate_bucket_name(name)
+        bucket_tags = Tags.new_bucket_tags()
+        bucket_tags.update(tags)
+        with self._guard(f"tagging bucket {name}"):
+            self._s3.set_bucket_tags(name, bucket_tags)
 
     def _quota(self, name: str) -> int:
         try:
@@ -653,6 +674,25 @@ class S3IamStore:
         validate_bucket_name(name)
         with self._guard(f"checking bucket {name}"):
             return self._exists(name)
+
+    def bucket_tags(self, name: str) -> dict[str, str] | None:
+        validate_bucket_name(name)
+        with self._guard(f"reading tags of bucket {name}"):
+            try:
+                resp = self._s3.get_bucket_tagging(Bucket=name)
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in _NOT_FOUND:
+                    return None
+                if _code(exc) == "NoSuchTagSet":
+                    return {}
+                raise
+            return {t["Key"]: t["Value"] for t in resp.get("TagSet", [])}
+
+    def set_bucket_tags(self, name: str, tags: dict[str, str]) -> None:
+        validate_bucket_name(name)
+        with self._guard(f"tagging bucket {name}"):
+            self._s3.put_bucket_tagging(Bucket=name, Tagging={
+                "TagSet": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]})
 
     def ensure_bucket(self, name: str, *, quota_bytes: int | None, versioning: bool) -> list[str]:
         validate_bucket_name(name)

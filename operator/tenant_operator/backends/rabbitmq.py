@@ -27,6 +27,7 @@ import requests
 
 from tenant_operator import config
 from tenant_operator.errors import BackendUnavailable
+from tenant_operator.ownership import RABBIT_RETAINED_TAG, RABBIT_TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,16 @@ def verify_password(password: str, password_hash: str,
     if len(raw) != 4 + _HASHES[algorithm]().digest_size:
         return False
     return hmac.compare_digest(hash_password(password, raw[:4], algorithm), password_hash)
+
+
+def _tag_list(tags) -> list[str]:
+    if isinstance(tags, str):
+        return [t for t in tags.split(",") if t]
+    return [str(t) for t in tags or []]
+
+
+def _marker(tags: list[str]) -> str:
+    return next((t[len(RABBIT_TAG_PREFIX):] for t in tags if t.startswith(RABBIT_TAG_PREFIX)), "")
 
 
 def _host_for_url(host: str) -> str:
@@ -184,13 +195,45 @@ class RabbitMQBackend:
 
     # --- vhost ---------------------------------------------------------------------
 
-    def ensure_vhost(self, vhost: str, *, max_connections: int, max_queues: int) -> list[str]:
+    def vhost_marker(self, vhost: str) -> tuple[bool, str, bool]:
+        """(exists, owner UID from its tags or '', retained)."""
+        validate_name(vhost, "vhost")
+        info = self._get(f"/api/vhosts/{_seg(vhost)}", missing_ok=True)
+        if info is None:
+            return False, "", False
+        tags = _tag_list(info.get("tags"))
+        return True, _marker(tags), RABBIT_RETAINED_TAG in tags
+
+    def user_marker(self, user: str) -> tuple[bool, str, bool]:
+        """(exists, owner UID from its tags or '', retained)."""
+        validate_name(user, "user")
+        info = self._get(f"/api/users/{_seg(user)}", missing_ok=True)
+        if info is None:
+            return False, "", False
+        tags = _tag_list(info.get("tags"))
+        return True, _marker(tags), RABBIT_RETAINED_TAG in tags
+
+    def mark_vhost(self, vhost: str, uid: str, *, retained: bool = False) -> None:
+        tags = [RABBIT_TAG_PREFIX + uid] + ([RABBIT_RETAINED_TAG] if retained else [])
+        self._put(f"/api/vhosts/{_seg(vhost)}", {"description": f"managed by tenant-operator (Tenant UID {uid})",
+                                                 "tags": ",".join(tags)})
+
+    def ensure_vhost(self, vhost: str, *, max_connections: int, max_queues: int, owner_uid: str = "") -> list[str]:
+        """Create the vhost (with `owner_uid` in its tags) or converge its limits.
+        The caller has checked ownership (`vhost_marker`)."""
         validate_name(vhost, "vhost")
         changes: list[str] = []
         path = f"/api/vhosts/{_seg(vhost)}"
-        if self._get(path, missing_ok=True) is None:
-            self._put(path, {"description": "managed by tenant-operator"})
+        info = self._get(path, missing_ok=True)
+        if info is None:
+            if owner_uid:
+                self.mark_vhost(vhost, owner_uid)
+            else:
+                self._put(path, {"description": "managed by tenant-operator"})
             changes.append(f"vhost {vhost} created")
+        elif owner_uid and _tag_list(info.get("tags")) != [RABBIT_TAG_PREFIX + owner_uid]:
+            self.mark_vhost(vhost, owner_uid)
+            changes.append(f"vhost {vhost} marked for Tenant UID {owner_uid}")
 
         wanted = {"max-connections": int(max_connections), "max-queues": int(max_queues)}
         current: dict = {}
@@ -228,7 +271,7 @@ class RabbitMQBackend:
         return verify_password(password, info.get("password_hash", ""),
                                info.get("hashing_algorithm", "rabbit_password_hashing_sha256"))
 
-    def ensure_user(self, user: str, password: str, vhost: str, *, enabled: bool) -> list[str]:
+    def ensure_user(self, user: str, password: str, vhost: str, *, enabled: bool, owner_uid: str = "") -> list[str]:
         """User with no tags; the password is written only when it differs (checked
         locally against the stored hash, so an unchanged call writes nothing).
 
@@ -243,23 +286,24 @@ class RabbitMQBackend:
 
         upath = f"/api/users/{_seg(user)}"
         info = self._get(upath, missing_ok=True)
+        # The only tag a tenant user carries is the ownership marker: no
+        # management or administrator rights.
+        wanted_tags = RABBIT_TAG_PREFIX + owner_uid if owner_uid else ""
         if info is None:
-            self._put(upath, {"password": password, "tags": ""})
+            self._put(upath, {"password": password, "tags": wanted_tags})
             changes.append(f"user {user} created")
         else:
             same_password = verify_password(password, info.get("password_hash", ""),
                                             info.get("hashing_algorithm", "rabbit_password_hashing_sha256"))
-            tags = info.get("tags") or []
-            if isinstance(tags, str):
-                tags = [t for t in tags.split(",") if t]
+            tags = _tag_list(info.get("tags"))
             if not same_password:
-                self._put(upath, {"password": password, "tags": ""})
-                changes.append(f"user {user} password changed" + (", tags cleared" if tags else ""))
-            elif tags:
+                self._put(upath, {"password": password, "tags": wanted_tags})
+                changes.append(f"user {user} password changed")
+            elif tags != _tag_list(wanted_tags):
                 # Keep the stored hash: only the tags change.
                 self._put(upath, {"password_hash": info["password_hash"],
-                                  "hashing_algorithm": info["hashing_algorithm"], "tags": ""})
-                changes.append(f"user {user} tags cleared")
+                                  "hashing_algorithm": info["hashing_algorithm"], "tags": wanted_tags})
+                changes.append(f"user {user} tags set to the ownership marker only")
 
         changes += self._ensure_admin_permissions(vhost)
 

@@ -180,7 +180,7 @@ class BackupComponent:
         return ComponentResult(self.component, cond, objects=objects or [],
                                status={"backup": status} if status else {"backup": None})
 
-    def sync(self, t: Tenant, live: dict, current_status: dict) -> ComponentResult | None:
+    def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False) -> ComponentResult | None:
         ctype = self.condition_type
         if not t.databases:
             if not self._live(t, live) and not current_status.get("backup"):
@@ -304,10 +304,20 @@ class BackupComponent:
                 raise exc from None
             return admin
 
+    def dump_service(self, t: Tenant, service: str) -> str:
+        """A final dump of one service's database now; its s3:// address.
+        Raises on any failure (nothing is deleted on the strength of it)."""
+        from tenant_operator.backup.dump import run_backup
+        env = secrets_env(self.kube, t.namespace, service)
+        db, version = self._db(t, service, env)
+        store = self._store(t, env)
+        manifest = run_backup(db, store, service, trigger="final", version=version,
+                              timeout=render_backup.ACTIVE_DEADLINE_SECONDS)
+        return f"s3://{store.bucket}/{manifest['key']}"
+
     def final_backup(self, t: Tenant) -> dict:
         """Back up every database of `t` now; never raises. Retention is not
         applied: a final backup deletes nothing."""
-        from tenant_operator.backup.dump import run_backup
         at = now_iso()
         objects: list[str] = []
         errors: list[str] = []
@@ -319,12 +329,7 @@ class BackupComponent:
             return {"at": at, "objects": [], "skipped": "no databases to back up"}
         for service in services:
             try:
-                env = secrets_env(self.kube, t.namespace, service)
-                db, version = self._db(t, service, env)
-                store = self._store(t, env)
-                manifest = run_backup(db, store, service, trigger="final", version=version,
-                                      timeout=render_backup.ACTIVE_DEADLINE_SECONDS)
-                objects.append(f"s3://{store.bucket}/{manifest['key']}")
+                objects.append(self.dump_service(t, service))
             except (BackupError, SettingsError) as exc:
                 errors.append(f"{service}: {exc}")
             except Exception as exc:  # noqa: BLE001 - recorded in status.deletion.finalBackup

@@ -86,6 +86,13 @@ class Kube:
                           query={"fieldManager": self.field_manager, "force": "true"},
                           content_type="application/apply-patch+yaml")
 
+    def create(self, obj: dict) -> dict:
+        """POST: fails with 409 when the name is taken, so creating can never
+        take over an object someone else made (server-side apply would)."""
+        kind = KINDS[obj["kind"]]
+        return self._call("POST", kind.path(obj["metadata"].get("namespace", "")), body=obj,
+                          query={"fieldManager": self.field_manager})
+
     def get(self, kind: str, name: str, namespace: str = "") -> dict | None:
         try:
             return self._call("GET", KINDS[kind].path(namespace, name))
