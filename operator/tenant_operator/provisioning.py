@@ -177,8 +177,13 @@ class MySQLComponent(BackendComponent):
             raise ConfigError("mysql.servers", "the tenant asks for databases but no MySQL server is configured")
         server = self.cfg.mysql_server(t.mysql_server) if t.databases else None
         objects, changes, events, conflicts = [], [], [], []
+        # Names recorded when they were created win over derived ones: a change
+        # in how names are derived never orphans an existing database.
+        recorded = {(r.service, r.kind): r.name for r in self.client(server.name).owned_by(t.uid)} \
+            if t.databases and t.uid else {}
         for service in t.databases:
-            db, user = naming.mysql_database(t.name, service), naming.mysql_user(t.name, service)
+            db = recorded.get((service, "database")) or naming.mysql_database(t.name, service)
+            user = recorded.get((service, "user")) or naming.mysql_user(t.name, service)
             name = naming.db_secret(service)
             data = self.read_secret(t, live, name)
             password = data.get("DB_PASSWORD", "")
@@ -297,7 +302,7 @@ class MySQLComponent(BackendComponent):
         if kind is None:
             return ""
         dropped = [row.name for client, row in self._owned(t)
-                   if row.kind == kind and row.state != ownership.RETAINED and client.drop_owned(kind, row.name, t.uid)]
+                   if row.kind == kind and client.drop_owned(kind, row.name, t.uid)]
         return f"dropped MySQL {kind}s {', '.join(dropped)}" if dropped else ""
 
     def retain(self, t: Tenant) -> list[str]:
@@ -471,8 +476,7 @@ class ObjectStorageComponent(BackendComponent):
             # The backups bucket stays and follows the platform's retention: from
             # now on each backup expires backupsBucketRetentionDays after it was taken.
             backups, owned = naming.backups_bucket(t.name), self.owned_buckets(t)
-            gone = [b for b, tags in owned.items() if b != backups
-                    and tags.get(ownership.TAG_STATE) != ownership.RETAINED and store.delete_bucket(b, purge=True)]
+            gone = [b for b in owned if b != backups and store.delete_bucket(b, purge=True)]
             done = [f"deleted buckets {', '.join(gone)}"] if gone else []
             if backups in owned:
                 done += [f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
@@ -571,8 +575,8 @@ class RabbitMQComponent(BackendComponent):
                 return f"RabbitMQ user {user} is not this Tenant's; left alone" if _exists else ""
             return "deleted RabbitMQ user" if client.delete_user(user) else ""
         if step == "delete-vhost":
-            _exists, uid, retained = client.vhost_marker(vhost)
-            if uid != t.uid or not t.uid or retained:
+            _exists, uid, _retained = client.vhost_marker(vhost)
+            if uid != t.uid or not t.uid:
                 return f"vhost {vhost} is not this Tenant's; left alone" if _exists else ""
             return "deleted vhost" if client.delete_vhost(vhost) else ""
         return ""

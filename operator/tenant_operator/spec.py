@@ -25,7 +25,10 @@ LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly|annually|midnight)|(\S+\s+){4}\S+)$")
 SUBJECT_KINDS = ("User", "Group", "ServiceAccount")
 DELETION_POLICIES = ("Delete", "Retain")
-QUOTA_KEYS = re.compile(r"^(requests|limits)\.(cpu|memory|storage|ephemeral-storage)$|^[a-z.]+$|^count/.+$")
+# ResourceQuota names: standard ones (`pods`, `requests.cpu`), extended resources
+# (`requests.nvidia.com/gpu`), storage-class scoped ones and `count/<resource>`.
+QUOTA_KEYS = re.compile(r"^(requests\.|limits\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?)?$"
+                        r"|^[a-z0-9][-a-z0-9.]*\.storageclass\.storage\.k8s\.io/[a-z.-]+$|^count/.+$")
 
 
 @dataclass(frozen=True)

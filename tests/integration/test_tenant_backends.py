@@ -308,9 +308,9 @@ def minio_user_exists(user: str) -> bool:
         raise
 
 
-def rabbit(method: str, *segments: str):
+def rabbit(method: str, *segments: str, json_body: dict | None = None):
     url = os.environ["RABBITMQ_MGMT_URL"].rstrip("/") + "/api/" + "/".join(quote(s, safe="") for s in segments)
-    resp = requests.request(method, url, timeout=10,
+    resp = requests.request(method, url, timeout=10, json=json_body,
                             auth=(os.environ["RABBITMQ_ADMIN_USER"], os.environ["RABBITMQ_ADMIN_PASSWORD"]))
     if resp.status_code == 404:
         return None

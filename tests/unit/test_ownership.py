@@ -1,0 +1,140 @@
+"""The pure parts of the ownership fence: the claim decision, reserved names,
+and what the reconciler and lifecycle do around a failing backend or a
+failing final backup (fake API server, fake backends)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tenant_operator import config, lifecycle, ownership, spec
+from tenant_operator.components import ComponentResult
+from tenant_operator.provisioning import MySQLComponent
+from tenant_operator.reconciler import Reconciler
+from tenant_operator.status import Condition
+
+from .test_reconciler import CFG, FakeKube, FakeMySQL, tenant
+
+
+@pytest.mark.parametrize(("marker", "tenant_name", "state", "exists", "adopt", "expected"), [
+    ("u1", "acme", "active", True, False, "ours"),
+    ("u1", "acme", "pending-removal", True, False, "ours"),
+    ("u0", "acme", "retained", True, False, "adopt-retained"),       # kept by a purged Tenant of the same name
+    ("u0", "other", "retained", True, False, "conflict"),            # retained, but for another name
+    ("u0", "acme", "active", True, True, "conflict"),                # another live UID: never, even when adopting
+    ("", "", "", False, False, "create"),
+    ("", "", "", True, False, "conflict"),                           # unmarked: someone else's
+    ("", "", "", True, True, "adopt-unmarked"),                      # explicit adoption
+])
+def test_claim_decision(marker, tenant_name, state, exists, adopt, expected):
+    assert ownership.claim_decision(marker, tenant_name, state, uid="u1", tenant="acme", exists=exists,
+                                    adopt=adopt) == expected
+
+
+def test_reserved_namespaces_and_users_make_the_tenant_invalid():
+    cfg = config.from_dict({"operatorNamespace": "tenant-ops", "reservedNamespaces": ["tenant-system*"],
+                            "rabbitmq": {"managementUrl": "http://mq", "adminUser": "admin"}})
+    for name in ("ops", "system", "system-x"):
+        with pytest.raises(ValueError, match=r"^metadata\.name: its namespace"):
+            spec.parse({"metadata": {"name": name}, "spec": {}}, cfg)
+    for name in ("guest", "admin"):
+        with pytest.raises(ValueError, match=r"^metadata\.name: its RabbitMQ user"):
+            spec.parse({"metadata": {"name": name}, "spec": {"messaging": {"queues": []}}}, cfg)
+    assert spec.parse({"metadata": {"name": "guest"}, "spec": {}}, cfg).name == "guest"   # no messaging, no user
+
+
+def test_extended_resource_quota_keys_parse():
+    t = spec.parse({"metadata": {"name": "acme"}, "spec": {"quota": {"requests.nvidia.com/gpu": "2",
+                                                                     "count/jobs.batch": "5"}}}, CFG)
+    assert t.quota["requests.nvidia.com/gpu"] == "2"
+
+
+class ExplodingBackend:
+    component, condition_type = "rabbitmq", "MessagingReady"
+
+    def sync(self, t, live, current, *, terminating=False):
+        raise RuntimeError("unexpected bug")
+
+
+def test_a_crashing_backend_stops_neither_isolation_nor_the_other_backends_secrets():
+    kube = FakeKube()
+    mysql = MySQLComponent(CFG, kube)
+    mysql._clients["main"] = FakeMySQL()
+    rec = Reconciler(CFG, kube, [mysql, ExplodingBackend()])
+    result = rec.reconcile(tenant(), {})
+    kinds = {(w[1], w[2]) for w in kube.writes if w[0] == "apply"}
+    assert ("Secret", "auth-db-credentials") in kinds          # MySQL's credential reached its Secret
+    assert any(k == "NetworkPolicy" for k, _ in kinds) and ("ResourceQuota", "tenant-quota") in kinds
+    conds = {c["type"]: c for c in kube.status["conditions"]}
+    assert conds["MessagingReady"]["status"] == "False" and conds["MessagingReady"]["reason"] == "InternalError"
+    assert "unexpected bug" in conds["MessagingReady"]["message"]
+    assert conds["DatabasesReady"]["status"] == "True"
+    assert result.retry_after is not None
+
+
+def test_isolation_objects_are_applied_before_any_backend_runs():
+    kube = FakeKube()
+    seen: list[tuple] = []
+
+    class Recorder:
+        component, condition_type = "mysql", "DatabasesReady"
+
+        def sync(self, t, live, current, *, terminating=False):
+            seen.extend(w for w in kube.writes if w[0] == "apply")
+            return ComponentResult("mysql", Condition("DatabasesReady", True, "Provisioned"))
+
+    Reconciler(CFG, kube, [Recorder()]).reconcile(tenant(), {})
+    kinds = {w[1] for w in seen}
+    assert {"Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "Role"} <= kinds
+
+
+class _State:
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+        self.backends = [self]
+
+    def final_backup(self, t):
+        self.calls += 1
+        return self.outcomes.pop(0)
+
+
+def test_a_failed_final_backup_is_retried_with_backoff_and_blocks_nothing_else():
+    state = _State([{"at": "t1", "error": "mysql down"}, {"at": "t2", "objects": ["s3://b/k"]}])
+    t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid="u1")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    deletion: dict = {}
+    events: list = []
+    wait = lifecycle._ensure_final_backup(state, t, deletion, now, events)
+    assert wait == lifecycle.FINAL_BACKUP_RETRY_FIRST and deletion["finalBackup"]["error"] == "mysql down"
+    assert events[-1][1] == "FinalBackupFailed"
+    # Not due yet: no new attempt.
+    assert lifecycle._ensure_final_backup(state, t, deletion, now + timedelta(seconds=10), events) == 20
+    assert state.calls == 1
+    # Due: tried again, succeeds.
+    assert lifecycle._ensure_final_backup(state, t, deletion, now + timedelta(seconds=31), events) is None
+    assert deletion["finalBackup"]["objects"] == ["s3://b/k"] and deletion["finalBackup"]["attempts"] == 2
+    assert lifecycle._ensure_final_backup(state, t, deletion, now + timedelta(seconds=32), events) is None
+    assert state.calls == 2
+
+
+def test_backoff_doubles_up_to_an_hour():
+    state = _State([{"error": "down"}] * 10)
+    t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid="u1")
+    deletion: dict = {}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    waits = []
+    for _ in range(10):
+        waits.append(lifecycle._ensure_final_backup(state, t, deletion, now, []))
+        now += timedelta(seconds=waits[-1] + 1)
+    assert waits[:3] == [30, 60, 120] and waits[-1] == lifecycle.FINAL_BACKUP_RETRY_MAX
+
+
+def test_the_override_annotation_lets_the_purge_go_on_and_says_so():
+    state = _State([{"error": "down"}])
+    t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid="u1", skip_final_backup=True)
+    deletion = {"finalBackup": {"error": "down", "attempts": 3, "nextAttemptAt": "2099-01-01T00:00:00Z"}}
+    events: list = []
+    assert lifecycle._ensure_final_backup(state, t, deletion, datetime.now(UTC), events) is None
+    assert deletion["finalBackup"]["overridden"] == "down" and "error" not in deletion["finalBackup"]
+    assert events[-1][1] == "FinalBackupSkipped" and state.calls == 0
