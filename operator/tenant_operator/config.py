@@ -103,6 +103,7 @@ class OperatorConfig:
     drift_interval: float = 60.0            # seconds between drift checks of each tenant
     backend_resync_interval: float = 600.0  # seconds between full backend checks when nothing changed
     deletion_poll_interval: float = 60.0    # how often a terminating tenant re-checks its grace period
+    final_backup_retry_interval: float = 30.0   # first retry of a failed final backup; doubles up to an hour
     workers: int = 8                         # tenants reconciled in parallel
     backup_image: str = "ghcr.io/tenancy-dev/tenant-operator:0.1.0"
     backups_bucket_retention_days: int = 90
@@ -161,7 +162,8 @@ def from_dict(raw: dict | None) -> OperatorConfig:
         kwargs["default_grace_period"] = _duration(raw["defaultGracePeriod"], "defaultGracePeriod")
     for src, dst in (("driftInterval", "drift_interval"),
                      ("backendResyncInterval", "backend_resync_interval"),
-                     ("deletionPollInterval", "deletion_poll_interval")):
+                     ("deletionPollInterval", "deletion_poll_interval"),
+                     ("finalBackupRetryInterval", "final_backup_retry_interval")):
         if src in raw:
             kwargs[dst] = float(_duration(raw[src], src))
     if "workers" in raw:

@@ -46,8 +46,7 @@ def iso_time(when: datetime) -> str:
 
 _parse_time, _iso = parse_time, iso_time
 
-# A failed final backup is tried again after 30 s, doubling up to an hour.
-FINAL_BACKUP_RETRY_FIRST = 30.0
+# A failed final backup is tried again after `finalBackupRetryInterval`, doubling up to an hour.
 FINAL_BACKUP_RETRY_MAX = 3600.0
 
 
@@ -208,7 +207,7 @@ def _ensure_final_backup(state, t: spec.Tenant, deletion: dict, now: datetime,
         if attempts > 1:
             events.append(("Normal", "FinalBackupSucceeded", f"final backup taken on attempt {attempts}"))
         return None
-    delay = min(FINAL_BACKUP_RETRY_MAX, FINAL_BACKUP_RETRY_FIRST * 2 ** (attempts - 1))
+    delay = min(FINAL_BACKUP_RETRY_MAX, state.cfg.final_backup_retry_interval * 2 ** (attempts - 1))
     deletion["finalBackup"] = {**result, "attempts": attempts, "nextAttemptAt": _iso(now + timedelta(seconds=delay))}
     events.append(("Warning", "FinalBackupFailed", f"attempt {attempts}: {result['error']}; "
                                                    f"next try in {format_duration(int(delay))}"))

@@ -123,7 +123,7 @@ def test_an_existing_namespace_is_never_adopted_nor_deleted(tenants, core):
         cond = wait_condition(tenants, name, "NamespaceReady", "False", "NameConflict")
         assert ns in cond["message"]
         assert tenant_events(core, name, "NameConflict")
-        assert not core.list_namespaced_network_policy(ns).items
+        assert not k8s.NetworkingV1Api().list_namespaced_network_policy(ns).items
         assert not core.list_namespaced_resource_quota(ns).items
         assert not database_exists(f"{name.replace('-', '_')}_auth_db"), "no backend before the namespace"
         live = core.read_namespace(ns)
@@ -153,7 +153,7 @@ def test_a_tenant_cannot_take_the_operators_own_namespace(tenants, core):
         ready = t["status"]["conditions"][0]
         assert ready["message"].startswith("not ready") or "metadata.name" in ready["message"]
         assert "metadata.name" in str(t["status"]["conditions"])
-        assert not core.list_namespaced_network_policy(ns).items
+        assert not k8s.NetworkingV1Api().list_namespaced_network_policy(ns).items
         assert not core.list_namespaced_resource_quota(ns).items
         assert not database_exists("operator_auth_db")
         tenants.delete("operator")

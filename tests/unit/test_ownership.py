@@ -93,6 +93,7 @@ class _State:
         self.outcomes = list(outcomes)
         self.calls = 0
         self.backends = [self]
+        self.cfg = CFG
 
     def final_backup(self, t):
         self.calls += 1
@@ -106,7 +107,7 @@ def test_a_failed_final_backup_is_retried_with_backoff_and_blocks_nothing_else()
     deletion: dict = {}
     events: list = []
     wait = lifecycle._ensure_final_backup(state, t, deletion, now, events)
-    assert wait == lifecycle.FINAL_BACKUP_RETRY_FIRST and deletion["finalBackup"]["error"] == "mysql down"
+    assert wait == CFG.final_backup_retry_interval and deletion["finalBackup"]["error"] == "mysql down"
     assert events[-1][1] == "FinalBackupFailed"
     # Not due yet: no new attempt.
     assert lifecycle._ensure_final_backup(state, t, deletion, now + timedelta(seconds=10), events) == 20

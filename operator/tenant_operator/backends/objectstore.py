@@ -349,6 +349,9 @@ class MinioStore:
         """The bucket's tags ({} when it has none), None when it does not exist."""
         validate_bucket_name(name)
         with self._guard(f"reading tags of bucket {name}"):
+            # MinIO answers "no tags" for a bucket that does not exist, too.
+            if not self._s3.bucket_exists(name):
+                return None
             try:
                 tags = self._s3.get_bucket_tags(name)
             except S3Error as exc:
