@@ -188,6 +188,9 @@ def _ensure_final_backup(state, t: spec.Tenant, deletion: dict, now: datetime,
     fb = dict(deletion.get("finalBackup") or {})
     if fb and not fb.get("error"):
         return None
+    if deletion.get("completedSteps"):
+        # The purge only starts after a final backup (or its override): never again.
+        return None
     if t.skip_final_backup:
         # Kept as "overridden", not as success: the record shows what happened.
         fb.pop("nextAttemptAt", None)

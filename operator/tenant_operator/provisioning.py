@@ -295,6 +295,12 @@ class MySQLComponent(BackendComponent):
             out.extend((client, row) for row in client.owned_by(t.uid))
         return out
 
+    def owned_services(self, t: Tenant) -> list[str]:
+        """Services with a database recorded for this Tenant's UID."""
+        if not self.cfg.mysql_servers or not t.uid:
+            return []
+        return sorted({row.service for _c, row in self._owned(t) if row.kind == "database"})
+
     def purge_step(self, t: Tenant, step: str) -> str:
         if not self.cfg.mysql_servers or not t.uid:
             return ""
@@ -601,4 +607,5 @@ def build_backends(cfg: OperatorConfig, kube: Kube) -> list[BackendComponent]:
     from tenant_operator.backup.component import BackupComponent
     mysql, backup = MySQLComponent(cfg, kube), BackupComponent(cfg, kube)
     mysql.final_dump = backup.dump_service
+    backup.owned_services = mysql.owned_services
     return [mysql, ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube), backup]

@@ -90,14 +90,15 @@ class Reconciler:
         n = self._failures[name] = self._failures.get(name, 0) + 1
         return min(300.0, 5.0 * 2 ** (n - 1))
 
-    def _write_status(self, body: dict, make_desired: Callable[[dict], dict]) -> StatusWrite:
+    def _write_status(self, body: dict, make_desired: Callable[[dict], dict], *,
+                      follow_spec: bool = True, attempts: int = 2) -> StatusWrite:
         """Write the status `make_desired(current)` computes, on the condition
         that the Tenant is still at the resourceVersion `body` was read at. A
         stale view (a lagging watch, another writer) can then never overwrite
         a newer status. On a conflict the Tenant is read once and the status
         recomputed against it; if its spec moved on, the next pass handles it."""
         meta = body["metadata"]
-        for attempt in (1, 2):
+        for attempt in range(1, attempts + 1):
             current = body.get("status") or {}
             desired = make_desired(current)
             patch = status.status_patch(current, desired)
@@ -109,9 +110,10 @@ class Reconciler:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-                fresh = self.kube.get("Tenant", meta["name"]) if attempt == 1 else None
-                if fresh is None or fresh["metadata"].get("generation") != meta.get("generation") \
-                        or bool(fresh["metadata"].get("deletionTimestamp")) != bool(meta.get("deletionTimestamp")):
+                fresh = self.kube.get("Tenant", meta["name"]) if attempt < attempts else None
+                if fresh is None or (follow_spec and (
+                        fresh["metadata"].get("generation") != meta.get("generation")
+                        or bool(fresh["metadata"].get("deletionTimestamp")) != bool(meta.get("deletionTimestamp")))):
                     break
                 log.debug("tenant %s: status conflict at resourceVersion %s, now %s", meta["name"],
                           meta.get("resourceVersion"), fresh["metadata"]["resourceVersion"])
@@ -146,7 +148,9 @@ class Reconciler:
                 current, generation=int(body["metadata"].get("generation") or 0),
                 namespace=current.get("namespace", ""), conditions=kept, suspended=True,
                 extra={"deletion": copy.deepcopy(deletion)}, deletion=deletion)
-        write = self._write_status(body, desired)
+        # The deletion record is the purge's memory (final backup taken, steps
+        # done): it must not be lost to a conflict with kopf's own patches.
+        write = self._write_status(body, desired, follow_spec=False, attempts=5)
         if write.writes:
             # Later steps of the same pass compare against what was just written
             # (a copy: the caller keeps mutating its `deletion`).

@@ -243,7 +243,9 @@ class BackupComponent:
     def _services(self, t: Tenant) -> list[str]:
         """The tenant's databases: the spec's, plus any whose credentials Secret is
         still there (a spec that no longer parses lists none)."""
-        found = set(t.databases)
+        # Databases recorded for this Tenant's UID, plus any whose Secret is there;
+        # never the spec's list (a never-provisioned Tenant has nothing to back up).
+        found = set(self.owned_services(t)) if self.owned_services else set()
         try:
             selector = f"{naming.LABEL_TENANT}={t.name},{naming.LABEL_COMPONENT}=mysql"
             for obj in self.kube.list("Secret", t.namespace, label_selector=selector):
@@ -303,6 +305,8 @@ class BackupComponent:
             except BackupError:
                 raise exc from None
             return admin
+
+    owned_services = None   # (tenant) -> services the MySQL bookkeeping records; wired by build_backends
 
     def dump_service(self, t: Tenant, service: str) -> str:
         """A final dump of one service's database now; its s3:// address.
