@@ -195,23 +195,21 @@ class RabbitMQBackend:
 
     # --- vhost ---------------------------------------------------------------------
 
-    def vhost_marker(self, vhost: str) -> tuple[bool, str, bool]:
-        """(exists, owner UID from its tags or '', retained)."""
-        validate_name(vhost, "vhost")
-        info = self._get(f"/api/vhosts/{_seg(vhost)}", missing_ok=True)
+    def _marker_of(self, kind: str, name: str) -> tuple[bool, str, bool]:
+        validate_name(name, kind)
+        info = self._get(f"/api/{kind}s/{_seg(name)}", missing_ok=True)
         if info is None:
             return False, "", False
         tags = _tag_list(info.get("tags"))
         return True, _marker(tags), RABBIT_RETAINED_TAG in tags
 
+    def vhost_marker(self, vhost: str) -> tuple[bool, str, bool]:
+        """(exists, owner UID from its tags or '', retained)."""
+        return self._marker_of("vhost", vhost)
+
     def user_marker(self, user: str) -> tuple[bool, str, bool]:
         """(exists, owner UID from its tags or '', retained)."""
-        validate_name(user, "user")
-        info = self._get(f"/api/users/{_seg(user)}", missing_ok=True)
-        if info is None:
-            return False, "", False
-        tags = _tag_list(info.get("tags"))
-        return True, _marker(tags), RABBIT_RETAINED_TAG in tags
+        return self._marker_of("user", user)
 
     def mark_vhost(self, vhost: str, uid: str, *, retained: bool = False) -> None:
         tags = [RABBIT_TAG_PREFIX + uid] + ([RABBIT_RETAINED_TAG] if retained else [])
