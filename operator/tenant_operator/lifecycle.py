@@ -43,9 +43,6 @@ def parse_time(value: str) -> datetime:
 def iso_time(when: datetime) -> str:
     return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
-
-_parse_time, _iso = parse_time, iso_time
-
 # A failed final backup is tried again after `finalBackupRetryInterval`, doubling up to an hour.
 FINAL_BACKUP_RETRY_MAX = 3600.0
 
@@ -110,10 +107,10 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
     if not deletion.get("requestedAt"):
         # deletionTimestamp is fixed by the API server: the grace period does not
         # restart if the operator restarts before recording it.
-        requested = _parse_time(body["metadata"].get("deletionTimestamp") or _iso(now))
+        requested = parse_time(body["metadata"].get("deletionTimestamp") or iso_time(now))
         deletion = {
-            "requestedAt": _iso(requested),
-            "purgeAfter": _iso(requested + timedelta(seconds=t.deletion.grace_period)),
+            "requestedAt": iso_time(requested),
+            "purgeAfter": iso_time(requested + timedelta(seconds=t.deletion.grace_period)),
             "policy": t.deletion.policy,
             "completedSteps": [],
         }
@@ -125,10 +122,10 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
     # Keep the tenant suspended (credentials locked, ingress gone) throughout.
     suspended = dataclasses.replace(t, suspended=True)
     backup_retry = _ensure_final_backup(state, suspended, deletion, now, events)
-    purge_after = _parse_time(deletion["purgeAfter"])
+    purge_after = parse_time(deletion["purgeAfter"])
     purging = now >= purge_after or t.purge_now
     if purging:
-        deletion.setdefault("purgeStartedAt", _iso(now))
+        deletion.setdefault("purgeStartedAt", iso_time(now))
         state.reconciler.report_terminating(body, deletion)
     elif valid:
         # Converging a terminating tenant only locks it: nothing is destroyed or
@@ -201,8 +198,8 @@ def _ensure_final_backup(state, t: spec.Tenant, deletion: dict, now: datetime,
                                                         f"{ANNOTATION_SKIP_FINAL_BACKUP}=true"))
         return None
     due = fb.get("nextAttemptAt")
-    if due and now < _parse_time(due):
-        return (_parse_time(due) - now).total_seconds()
+    if due and now < parse_time(due):
+        return (parse_time(due) - now).total_seconds()
     attempts = int(fb.get("attempts") or 0) + 1
     result = _final_backup(state, t)
     if not result.get("error"):
@@ -211,7 +208,8 @@ def _ensure_final_backup(state, t: spec.Tenant, deletion: dict, now: datetime,
             events.append(("Normal", "FinalBackupSucceeded", f"final backup taken on attempt {attempts}"))
         return None
     delay = min(FINAL_BACKUP_RETRY_MAX, state.cfg.final_backup_retry_interval * 2 ** (attempts - 1))
-    deletion["finalBackup"] = {**result, "attempts": attempts, "nextAttemptAt": _iso(now + timedelta(seconds=delay))}
+    next_attempt = iso_time(now + timedelta(seconds=delay))
+    deletion["finalBackup"] = {**result, "attempts": attempts, "nextAttemptAt": next_attempt}
     events.append(("Warning", "FinalBackupFailed", f"attempt {attempts}: {result['error']}; "
                                                    f"next try in {format_duration(int(delay))}"))
     return delay
@@ -246,12 +244,3 @@ def _run_step(state, t: spec.Tenant, step: str, live: dict) -> tuple[bool, str]:
             if detail:
                 done.append(detail)
     return True, "; ".join(done) or "nothing to do"
-
-
-def _retained(state, t: spec.Tenant) -> list[str]:
-    out = []
-    for backend in state.backends:
-        hook = getattr(backend, "retained", None)
-        if hook:
-            out.extend(hook(t))
-    return out or ["no external data"]

@@ -177,10 +177,13 @@ class MySQLComponent(BackendComponent):
             raise ConfigError("mysql.servers", "the tenant asks for databases but no MySQL server is configured")
         server = self.cfg.mysql_server(t.mysql_server) if t.databases else None
         objects, changes, events, conflicts = [], [], [], []
+        # One read of the bookkeeping per server serves both the names recorded
+        # for the spec's services and the services removed from it.
+        owned = {name: self.client(name).owned_by(t.uid) for name in sorted(self.cfg.mysql_servers)} \
+            if t.uid else {}
         # Names recorded when they were created win over derived ones: a change
         # in how names are derived never orphans an existing database.
-        recorded = {(r.service, r.kind): r.name for r in self.client(server.name).owned_by(t.uid)} \
-            if t.databases and t.uid else {}
+        recorded = {(r.service, r.kind): r.name for r in owned.get(server.name, [])} if server else {}
         for service in t.databases:
             db = recorded.get((service, "database")) or naming.mysql_database(t.name, service)
             user = recorded.get((service, "user")) or naming.mysql_user(t.name, service)
@@ -195,13 +198,14 @@ class MySQLComponent(BackendComponent):
                     owner=Owner(t.name, t.uid, service, t.adopt_existing))
             except NameConflict as exc:
                 conflicts.append(str(exc))
-                if name in self._secrets(t, live):
-                    objects.append(self._secrets(t, live)[name])
+                kept = self._secrets(t, live).get(name)
+                if kept is not None:
+                    objects.append(kept)
                 continue
             changes.extend(f"{service}: {c}" for c in made)
             objects.append(self._db_secret(t, server, service, db, user, password))
 
-        pending = [] if not self.cfg.mysql_servers else self._removed_services(t, live, terminating, objects, events)
+        pending = self._removed_services(t, live, owned, terminating, objects, events)
         status = {"pendingRemovals": {"databases": pending}} if pending else {}
         if changes:
             events.append(("Normal", "DatabasesUpdated", "; ".join(changes)))
@@ -225,7 +229,8 @@ class MySQLComponent(BackendComponent):
             "DB_USERNAME": user, "DB_PASSWORD": password, "DATABASE_URL": url,
         }, {DB_ANNOTATION_DATABASE: db, DB_ANNOTATION_USER: user, DB_ANNOTATION_SERVER: server.name})
 
-    def _removed_services(self, t: Tenant, live: dict, terminating: bool, objects: list, events: list) -> list[dict]:
+    def _removed_services(self, t: Tenant, live: dict, owned: dict[str, list], terminating: bool, objects: list,
+                          events: list) -> list[dict]:
         """Services gone from spec.databases, found in the server's bookkeeping
         for this Tenant's UID (never in anything a tenant can edit). Each waits
         out its own grace period, locked but intact, with its Secret kept; a
@@ -234,9 +239,9 @@ class MySQLComponent(BackendComponent):
         from tenant_operator.lifecycle import iso_time, parse_time
         pending = []
         now = datetime.now(UTC)
-        for server_name in sorted(self.cfg.mysql_servers):
+        for server_name, server_rows in owned.items():
             client = self.client(server_name)
-            rows = [r for r in client.owned_by(t.uid) if r.service not in t.databases]
+            rows = [r for r in server_rows if r.service not in t.databases]
             by_service: dict[str, list] = {}
             for row in rows:
                 by_service.setdefault(row.service, []).append(row)
@@ -319,10 +324,6 @@ class MySQLComponent(BackendComponent):
                 client.mark("database", row.name, t.uid, ownership.RETAINED)
                 kept.append(f"database {row.name}")
         return kept
-
-    def retained(self, t: Tenant) -> list[str]:
-        return [f"database {row.name}" for _c, row in self._owned(t) if row.kind == "database"] \
-            if self.cfg.mysql_servers and t.uid else []
 
 
 # --- object storage ---------------------------------------------------------------------------
@@ -500,8 +501,6 @@ class ObjectStorageComponent(BackendComponent):
             kept.append(f"bucket {bucket}")
         return kept
 
-    def retained(self, t: Tenant) -> list[str]:
-        return [f"bucket {b}" for b in self.owned_buckets(t)] if self.cfg.object_storage else []
 
 
 # --- RabbitMQ ---------------------------------------------------------------------------------
@@ -597,9 +596,6 @@ class RabbitMQComponent(BackendComponent):
             return []
         self.client.mark_vhost(vhost, t.uid, retained=True)
         return [f"vhost {vhost}"]
-
-    def retained(self, t: Tenant) -> list[str]:
-        return [f"vhost {naming.vhost(t.name)}"] if self.cfg.rabbitmq else []
 
 
 def build_backends(cfg: OperatorConfig, kube: Kube) -> list[BackendComponent]:

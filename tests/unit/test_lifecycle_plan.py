@@ -104,7 +104,7 @@ def test_fallback_for_retain_still_retains_data():
     ("2024-05-01T12:00:00+02:00", datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)),
 ])
 def test_parse_time(text, expected):
-    parsed = lifecycle._parse_time(text)
+    parsed = lifecycle.parse_time(text)
     assert parsed == expected
     assert parsed.utcoffset() is not None
     assert parsed + timedelta(seconds=3600) > expected
@@ -112,6 +112,6 @@ def test_parse_time(text, expected):
 
 def test_iso_round_trips_with_parse_time():
     when = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
-    text = lifecycle._iso(when)
+    text = lifecycle.iso_time(when)
     assert text == "2024-05-01T10:00:00Z"
-    assert lifecycle._parse_time(text) == when.replace(microsecond=0)
+    assert lifecycle.parse_time(text) == when.replace(microsecond=0)

@@ -160,7 +160,6 @@ def test_unsafe_identifiers_are_rejected_before_connecting(fake, backend, name):
         lambda: backend.drop_user(name),
         lambda: backend.drop_database(name),
         lambda: backend.lock(name, True),
-        lambda: backend.list_tenant_accounts(name),
     ]
     for call in calls:
         with pytest.raises(ValueError):
@@ -258,18 +257,6 @@ def test_locking_kills_open_sessions_and_ignores_ended_ones(fake, backend):
     fake.log.clear()
     backend.lock("t_svc_user", False)
     assert [sql for sql, _ in fake.log] == ["ALTER USER `t_svc_user`@%s ACCOUNT UNLOCK"]
-
-
-def test_list_tenant_accounts_escapes_like_wildcards(fake, backend):
-    fake.databases.update({"t_a_db", "txa_b_db", "t_a_other"})
-    dbs, users = backend.list_tenant_accounts("t_a")
-    patterns = [args for sql, args in fake.log if "LIKE" in sql]
-    assert patterns == [("t!_a!_%!_db",), ("%", "t!_a!_%!_user")]
-    assert all("ESCAPE '!'" in sql for sql, _ in fake.log if "LIKE" in sql)
-    # Rows that only matched loosely are filtered out again.
-    assert dbs == [] and users == []
-    dbs, users = backend.list_tenant_accounts("t")
-    assert dbs == ["t_a_db"] and users == ["t_a_user"]
 
 
 def test_mysql8_non_native_hash_counts_as_different(fake, backend):

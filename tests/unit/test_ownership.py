@@ -139,3 +139,21 @@ def test_the_override_annotation_lets_the_purge_go_on_and_says_so():
     assert lifecycle._ensure_final_backup(state, t, deletion, datetime.now(UTC), events) is None
     assert deletion["finalBackup"]["overridden"] == "down" and "error" not in deletion["finalBackup"]
     assert events[-1][1] == "FinalBackupSkipped" and state.calls == 0
+
+
+def test_final_backup_records_an_unreachable_backend_and_a_tenant_without_databases():
+    from tenant_operator.errors import BackendUnavailable
+
+    class Down:
+        def final_backup(self, t):
+            raise BackendUnavailable("mysql", "127.0.0.1:3306 refused")
+
+    class S:
+        backends = [Down()]
+
+    t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid="u1")
+    record = lifecycle._final_backup(S(), t)
+    assert record["error"] == "mysql: 127.0.0.1:3306 refused" and record["at"].endswith("Z")
+    S.backends = []
+    record = lifecycle._final_backup(S(), t)
+    assert "error" not in record and record["skipped"] and record["at"].endswith("Z")

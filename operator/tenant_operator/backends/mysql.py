@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 _DISCONNECTED = {2006, 2013, 2055, 1927, 4031}
 _NO_SUCH_THREAD = 1094
 _SYNTAX_ERROR = 1064
-_LIKE_ESCAPE = "!"
 
 
 class _SharedTlsConnection(pymysql.connections.Connection):
@@ -64,22 +63,6 @@ def native_password_hash(password: str) -> str:
     """The mysql_native_password hash: '*' + upper hex SHA1(SHA1(password))."""
     inner = hashlib.sha1(password.encode("utf-8")).digest()
     return "*" + hashlib.sha1(inner).hexdigest().upper()
-
-
-def _like_literal(text: str) -> str:
-    """Escape LIKE wildcards so `text` only matches itself (ESCAPE '!')."""
-    for ch in (_LIKE_ESCAPE, "%", "_"):
-        text = text.replace(ch, _LIKE_ESCAPE + ch)
-    return text
-
-
-def _owned(name: str, prefix: str, suffix: str) -> bool:
-    """`<tenant_id>_<service><suffix>` exactly. Service names carry no '_', so
-    tenant `x` never claims `x_sub_auth_db`, which belongs to tenant `x-sub`."""
-    if not (name.startswith(prefix) and name.endswith(suffix)):
-        return False
-    middle = name[len(prefix):len(name) - len(suffix)]
-    return bool(middle) and "_" not in middle
 
 
 def _grant_database(database: str) -> str:
@@ -586,27 +569,6 @@ class MySQLBackend:
                 self._kill_sessions(s, user)
 
         self._run(f"{'lock' if locked else 'unlock'} {user}", op)
-
-    def list_tenant_accounts(self, tenant_id: str) -> tuple[list[str], list[str]]:
-        """(databases, users) named `<tenant_id>_..._db` / `<tenant_id>_..._user`.
-
-        Names shortened with a hash (naming.shorten) may have lost the full tenant id
-        prefix and are not found here."""
-        naming.quote_sql_identifier(tenant_id)
-        prefix = tenant_id + "_"
-        db_pattern = _like_literal(prefix) + "%" + _like_literal("_db")
-        user_pattern = _like_literal(prefix) + "%" + _like_literal("_user")
-
-        def op(s: _Session) -> tuple[list[str], list[str]]:
-            dbs = s.rows("SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA "
-                         f"WHERE SCHEMA_NAME LIKE %s ESCAPE '{_LIKE_ESCAPE}'", (db_pattern,))
-            users = s.rows(f"SELECT User AS name FROM mysql.user WHERE Host = %s AND User LIKE %s "
-                           f"ESCAPE '{_LIKE_ESCAPE}'", (self.server.user_host, user_pattern))
-            # Re-check exactly: SCHEMATA comparisons may be case-insensitive.
-            return (sorted(r["name"] for r in dbs if _owned(r["name"], prefix, "_db")),
-                    sorted(r["name"] for r in users if _owned(r["name"], prefix, "_user")))
-
-        return self._run(f"list accounts of {tenant_id}", op)
 
     def ping(self) -> None:
         """Check that the server answers with the admin credentials."""
