@@ -45,6 +45,7 @@ devenv-purge:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/bandit -q -r operator/tenant_operator
 
 unit: $(STAMP) tools
 	PATH=$(CURDIR)/$(DEVENV)/bin:$$PATH $(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

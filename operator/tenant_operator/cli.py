@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     run.add_argument("--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
-    run.add_argument("--metrics-address", default="0.0.0.0", help="address for the metrics server")
+    # In a pod the scraper reaches the pod IP: all interfaces is the right default there.
+    run.add_argument("--metrics-address", default="0.0.0.0",  # nosec B104
+                     help="address for the metrics server")
     run.add_argument("--log-format", choices=("plain", "json"), default="plain")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)

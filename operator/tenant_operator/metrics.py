@@ -44,4 +44,6 @@ def _publish() -> None:
 def start_if_configured() -> None:
     port = os.environ.get("TENANT_OPERATOR_METRICS_PORT")
     if port:
-        start_http_server(int(port), addr=os.environ.get("TENANT_OPERATOR_METRICS_ADDR", "0.0.0.0"))
+        # In a pod the scraper reaches the pod IP: all interfaces is the right default there.
+        addr = os.environ.get("TENANT_OPERATOR_METRICS_ADDR", "0.0.0.0")  # nosec B104
+        start_http_server(int(port), addr=addr)

@@ -143,7 +143,8 @@ def storage_policy(tenant: str) -> str:
     return shorten(f"tenant-{tenant}", 64)
 
 
-OBJECTSTORE_SECRET = "objectstorage-credentials"
+# Secret names, not passwords.
+OBJECTSTORE_SECRET = "objectstorage-credentials"  # nosec B105
 
 
 def bucket_env_key(name: str) -> str:
@@ -169,7 +170,7 @@ def queue(tenant: str, name: str) -> str:
     return f"{tenant}.{name}"
 
 
-RABBITMQ_SECRET = "rabbitmq-credentials"
+RABBITMQ_SECRET = "rabbitmq-credentials"  # nosec B105
 
 
 # --- Kubernetes objects --------------------------------------------------------

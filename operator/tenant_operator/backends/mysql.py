@@ -61,8 +61,9 @@ def connect(**kwargs) -> pymysql.connections.Connection:
 
 def native_password_hash(password: str) -> str:
     """The mysql_native_password hash: '*' + upper hex SHA1(SHA1(password))."""
-    inner = hashlib.sha1(password.encode("utf-8")).digest()
-    return "*" + hashlib.sha1(inner).hexdigest().upper()
+    # mysql_native_password's own stored format, compared locally: not a hash we choose.
+    inner = hashlib.sha1(password.encode("utf-8")).digest()  # nosec B324
+    return "*" + hashlib.sha1(inner).hexdigest().upper()  # nosec B324
 
 
 def _grant_database(database: str) -> str:
@@ -98,10 +99,10 @@ def _scrub(message: str, secrets: tuple[str, ...]) -> str:
 # The operator's bookkeeping: which database and user it created for which
 # Tenant UID. Tenant grants are on their own (escaped) database names only,
 # so no tenant account can reach this schema.
+# Statements on it are literals: nothing is interpolated into them.
 OWNERSHIP_SCHEMA = "tenant_operator"
-_OWNED = f"`{OWNERSHIP_SCHEMA}`.`owned`"
 _OWNED_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {_OWNED} ("
+    "CREATE TABLE IF NOT EXISTS `tenant_operator`.`owned` ("
     "kind VARCHAR(16) NOT NULL, name VARCHAR(64) NOT NULL, tenant VARCHAR(64) NOT NULL, "
     "tenant_uid VARCHAR(64) NOT NULL, service VARCHAR(32) NOT NULL DEFAULT '', "
     "state VARCHAR(16) NOT NULL DEFAULT 'active', purge_after VARCHAR(32) NULL, "
@@ -241,7 +242,8 @@ class MySQLBackend:
     def _close_quietly(conn) -> None:
         try:
             conn.close()
-        except Exception:  # noqa: BLE001 - already broken or closed; nothing to do
+        # Already broken or closed; nothing to do.
+        except Exception:  # noqa: BLE001 # nosec B110
             pass
 
     def _run(self, what: str, fn: Callable[[_Session], Any], secrets: tuple[str, ...] = ()) -> Any:
@@ -414,7 +416,8 @@ class MySQLBackend:
         if own and own[0].get("Grant_priv") == "Y":
             other_grants = True
         for table in ("tables_priv", "columns_priv", "procs_priv"):
-            row = s.one(f"SELECT COUNT(*) AS n FROM mysql.{table} WHERE User = %s AND Host = %s",
+            # `table` comes from the fixed tuple above, never from input.
+            row = s.one(f"SELECT COUNT(*) AS n FROM mysql.{table} WHERE User = %s AND Host = %s",  # nosec B608
                         (user, host))
             other_grants = other_grants or bool(row and row["n"])
         if other_grants:
@@ -432,13 +435,13 @@ class MySQLBackend:
 
     def _ownership_table(self, s: _Session) -> None:
         if not getattr(self, "_owned_ready", False):
-            s.rows(f"CREATE DATABASE IF NOT EXISTS `{OWNERSHIP_SCHEMA}` CHARACTER SET utf8mb4")
+            s.rows("CREATE DATABASE IF NOT EXISTS `tenant_operator` CHARACTER SET utf8mb4")
             s.rows(_OWNED_DDL)
             self._owned_ready = True
 
     def _owned_row(self, s: _Session, kind: str, name: str) -> OwnedRow | None:
         self._ownership_table(s)
-        row = s.one(f"SELECT * FROM {_OWNED} WHERE kind = %s AND name = %s", (kind, name))
+        row = s.one("SELECT * FROM `tenant_operator`.`owned` WHERE kind = %s AND name = %s", (kind, name))
         return self._as_row(row) if row else None
 
     @staticmethod
@@ -456,11 +459,12 @@ class MySQLBackend:
             raise NameConflict(f"MySQL {kind}", name,
                                f"Tenant {row.tenant} (UID {row.uid})" if row else "")
         if decision in ("create", "adopt-unmarked"):
-            s.rows(f"INSERT INTO {_OWNED} (kind, name, tenant, tenant_uid, service) VALUES (%s, %s, %s, %s, %s)",
+            s.rows("INSERT INTO `tenant_operator`.`owned` (kind, name, tenant, tenant_uid, service) "
+                   "VALUES (%s, %s, %s, %s, %s)",
                    (kind, name, owner.tenant, owner.uid, owner.service))
             return ["adopted unmarked " + kind] if decision == "adopt-unmarked" else []
         if decision == "adopt-retained" or row.state != ownership.ACTIVE:
-            s.rows(f"UPDATE {_OWNED} SET tenant_uid = %s, tenant = %s, service = %s, state = %s, "
+            s.rows("UPDATE `tenant_operator`.`owned` SET tenant_uid = %s, tenant = %s, service = %s, state = %s, "
                    "purge_after = NULL WHERE kind = %s AND name = %s",
                    (owner.uid, owner.tenant, owner.service, ownership.ACTIVE, kind, name))
             return [f"adopted retained {kind}" if decision == "adopt-retained" else f"{kind} no longer pending removal"]
@@ -470,7 +474,7 @@ class MySQLBackend:
         """Every database and user recorded for this Tenant UID."""
         def op(s: _Session) -> list[OwnedRow]:
             self._ownership_table(s)
-            return [self._as_row(r) for r in s.rows(f"SELECT * FROM {_OWNED} WHERE tenant_uid = %s "
+            return [self._as_row(r) for r in s.rows("SELECT * FROM `tenant_operator`.`owned` WHERE tenant_uid = %s "
                                                      "ORDER BY kind, name", (uid,))]
         return self._run(f"list what UID {uid} owns", op)
 
@@ -478,7 +482,7 @@ class MySQLBackend:
         """Change the state of a row of ours (pending-removal, retained, active)."""
         def op(s: _Session) -> None:
             self._ownership_table(s)
-            s.rows(f"UPDATE {_OWNED} SET state = %s, purge_after = %s WHERE kind = %s AND name = %s "
+            s.rows("UPDATE `tenant_operator`.`owned` SET state = %s, purge_after = %s WHERE kind = %s AND name = %s "
                    "AND tenant_uid = %s", (state, purge_after or None, kind, name, uid))
         self._run(f"mark {kind} {name} {state}", op)
 
@@ -500,7 +504,8 @@ class MySQLBackend:
                 existed = s.one("SELECT User FROM mysql.user WHERE User = %s AND Host = %s", (name, host)) is not None
                 s.rows(f"DROP USER IF EXISTS {_user_name(name)}@%s", (host,))
                 self._kill_sessions(s, name)
-            s.rows(f"DELETE FROM {_OWNED} WHERE kind = %s AND name = %s AND tenant_uid = %s", (kind, name, uid))
+            s.rows("DELETE FROM `tenant_operator`.`owned` WHERE kind = %s AND name = %s AND tenant_uid = %s",
+                   (kind, name, uid))
             return existed
         dropped = self._run(f"drop {kind} {name}", op)
         if dropped:

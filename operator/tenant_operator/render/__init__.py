@@ -33,7 +33,8 @@ def _b64(value: str | bytes) -> str:
 
 @cache
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
+    # YAML, not HTML: every value goes through `tojson`, so HTML escaping would only corrupt it.
+    env = jinja2.Environment(  # nosec B701
         loader=jinja2.PackageLoader("tenant_operator.render", "templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
