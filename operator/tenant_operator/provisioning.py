@@ -448,7 +448,7 @@ class ObjectStorageComponent(BackendComponent):
         if rotate and current is not None:
             current = store.rotate(user, current)
         creds, user_changes = store.ensure_user(user, naming.storage_policy(t.name), all_buckets,
-                                                enabled=not t.suspended, current=current)
+                                                enabled=not t.suspended, current=current, protected=(backups,))
         changes.extend(user_changes)
         cfg = self.cfg.object_storage
         secret_data = {

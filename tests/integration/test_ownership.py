@@ -269,3 +269,22 @@ def test_the_purge_waits_for_a_successful_final_backup(tenants, core):
                                                            recursive=True)]
     assert any(k.endswith(".sql.gz") for k in keys), keys
     assert not database_exists(creds["DB_DATABASE"])
+
+
+def test_the_applications_key_cannot_destroy_its_backups(tenants, core):
+    """A compromised application holds the tenant's storage key: it may add and
+    soft-delete backups, but every version stays."""
+    from minio.error import S3Error
+    name = tenants.create(unique("own-bk"), databases=["auth"])
+    tenants.wait_phase(name, "Ready", READY_TIMEOUT)
+    creds = secret_data(core, f"tenant-{name}", "objectstorage-credentials")
+    app = s3_client(creds)
+    bucket = creds["S3_BACKUPS_BUCKET"]
+    written = app.put_object(bucket, "mysql/auth/x.sql.gz", io.BytesIO(b"dump"), 4)
+    with pytest.raises(S3Error) as refused:
+        app.remove_object(bucket, "mysql/auth/x.sql.gz", version_id=written.version_id)
+    assert refused.value.code == "AccessDenied"
+    app.remove_object(bucket, "mysql/auth/x.sql.gz")          # a delete marker, allowed
+    versions = [o.version_id for o in admin_s3().list_objects(bucket, prefix="mysql/auth/", include_version=True)
+                if not o.is_delete_marker]
+    assert written.version_id in versions

@@ -114,6 +114,23 @@ def test_tenant_policy_is_scoped_to_the_buckets():
     assert all(r.endswith("/*") for r in object_st["Resource"])
 
 
+def test_tenant_policy_lets_no_one_delete_a_version_of_a_protected_bucket():
+    doc = tenant_policy(["acme-data", "acme-backups"], protected=("acme-backups",))
+    grants: dict[str, set[str]] = {}
+    for st in doc["Statement"]:
+        assert st["Effect"] == "Allow"
+        for resource in st["Resource"]:
+            grants.setdefault(resource, set()).update(st["Action"])
+    assert "s3:DeleteObjectVersion" in grants["arn:aws:s3:::acme-data/*"]
+    assert "s3:DeleteObjectVersion" not in grants["arn:aws:s3:::acme-backups/*"]
+    # Writing, reading, soft-deleting (a delete marker) and listing versions stay allowed.
+    assert {"s3:PutObject", "s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject"} <= grants[
+        "arn:aws:s3:::acme-backups/*"]
+    assert "s3:ListBucketVersions" in grants["arn:aws:s3:::acme-backups"]
+    # Unchanged when nothing is protected.
+    assert normalize_policy(tenant_policy(["acme-data", "acme-backups"])) != normalize_policy(doc)
+
+
 def test_tenant_policy_without_buckets_grants_nothing():
     doc = tenant_policy([])
     assert [st["Effect"] for st in doc["Statement"]] == ["Deny"]

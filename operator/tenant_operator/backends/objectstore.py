@@ -103,7 +103,7 @@ class ObjectStore(Protocol):
     def delete_bucket(self, name: str, *, purge: bool) -> bool: ...
     def list_buckets(self, prefix: str) -> list[str]: ...
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
-                    current: Credentials | None) -> tuple[Credentials, list[str]]: ...
+                    current: Credentials | None, protected: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]: ...
     def rotate(self, user: str, current: Credentials | None) -> Credentials: ...
     def delete_user(self, user: str, policy_name: str) -> bool: ...
     def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False) -> list[str]: ...
@@ -164,21 +164,32 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
-def tenant_policy(buckets: list[str]) -> dict:
+def tenant_policy(buckets: list[str], protected: tuple[str, ...] = ()) -> dict:
     """The policy document of a tenant user: object and listing access to exactly
     `buckets`, nothing else (no bucket creation, no admin). With no buckets the
-    document grants nothing."""
+    document grants nothing.
+
+    In the `protected` buckets (the versioned backups bucket) the user may write,
+    read and delete keys, but not delete a version: a delete only adds a delete
+    marker, an overwrite keeps the old version, and both stay recoverable for the
+    bucket's retention. A compromised application cannot destroy its backups."""
     names = sorted({validate_bucket_name(b) for b in buckets})
     if not names:
         return {"Version": "2012-10-17", "Statement": [
             {"Sid": "NoBuckets", "Effect": "Deny", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]},
         ]}
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "TenantBuckets", "Effect": "Allow", "Action": list(BUCKET_ACTIONS),
-         "Resource": [f"arn:aws:s3:::{b}" for b in names]},
-        {"Sid": "TenantObjects", "Effect": "Allow", "Action": list(OBJECT_ACTIONS),
-         "Resource": [f"arn:aws:s3:::{b}/*" for b in names]},
-    ]}
+    kept = sorted({validate_bucket_name(b) for b in protected} & set(names))
+    plain = [b for b in names if b not in kept]
+    statements = [{"Sid": "TenantBuckets", "Effect": "Allow", "Action": list(BUCKET_ACTIONS),
+                   "Resource": [f"arn:aws:s3:::{b}" for b in names]}]
+    if plain:
+        statements.append({"Sid": "TenantObjects", "Effect": "Allow", "Action": list(OBJECT_ACTIONS),
+                           "Resource": [f"arn:aws:s3:::{b}/*" for b in plain]})
+    if kept:
+        statements.append({"Sid": "ProtectedObjects", "Effect": "Allow",
+                           "Action": [a for a in OBJECT_ACTIONS if a != "s3:DeleteObjectVersion"],
+                           "Resource": [f"arn:aws:s3:::{b}/*" for b in kept]})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def _as_list(value: Any) -> list:
@@ -517,10 +528,10 @@ class MinioStore:
         return True
 
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
-                    current: Credentials | None) -> tuple[Credentials, list[str]]:
+                    current: Credentials | None, protected: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]:
         validate_user_name(user)
         validate_user_name(policy_name, "policy name")
-        document = tenant_policy(buckets)
+        document = tenant_policy(buckets, protected)
         changes: list[str] = []
         with self._guard(f"ensuring user {user}"):
             existing = self._policy_doc(policy_name)
@@ -815,10 +826,10 @@ class S3IamStore:
         return keys
 
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
-                    current: Credentials | None) -> tuple[Credentials, list[str]]:
+                    current: Credentials | None, protected: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]:
         validate_user_name(user)
         validate_user_name(policy_name, "policy name")
-        document = tenant_policy(buckets)
+        document = tenant_policy(buckets, protected)
         changes: list[str] = []
         with self._guard(f"ensuring user {user}", iam=True):
             if not self._user_exists(user):
