@@ -130,8 +130,11 @@ def bucket(tenant: str, name: str) -> str:
     return shorten(f"{tenant}-{name}", BUCKET_MAX)
 
 
-def backups_bucket(tenant: str) -> str:
-    return bucket(tenant, "backups")
+def backups_bucket(tenant: str, uid: str = "") -> str:
+    """`<tenant>-backups`; with `uid`, the name a re-created Tenant of the same name
+    uses while its predecessor's archive still holds the plain one (the UID's
+    first 8 hex digits appended, no '-', so it stays this tenant's bucket name)."""
+    return bucket(tenant, "backups" + uid.replace("-", "")[:8])
 
 
 def storage_user(tenant: str) -> str:

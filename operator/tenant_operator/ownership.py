@@ -37,6 +37,7 @@ RABBIT_TAG_PREFIX = "tenant-operator-uid:"
 RABBIT_RETAINED_TAG = "tenant-operator-retained"
 
 ACTIVE, RETAINED, PENDING = "active", "retained", "pending-removal"
+ARCHIVED = "archived"   # a purged Tenant's backups bucket, kept for the platform's retention
 
 
 class NameConflict(Exception):

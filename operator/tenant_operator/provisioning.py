@@ -367,6 +367,24 @@ class ObjectStorageComponent(BackendComponent):
         Every derived bucket name, shortened or not, starts with `<tenant>-`."""
         return self._tagged(t, self.store.list_buckets(f"{t.name}-")) if t.uid else {}
 
+    def backups_bucket(self, t: Tenant) -> str:
+        """`<tenant>-backups`, unless a purged predecessor of the same name left its
+        archive there: then a name of this UID's own, so a re-created Tenant never
+        sees (nor blocks on) the archives of the one before it. Once used, the
+        UID's name stays, even after the old archive expires."""
+        own, plain = naming.backups_bucket(t.name, t.uid), naming.backups_bucket(t.name)
+        if not t.uid:
+            return plain
+        if (self.store.bucket_tags(own) or {}).get(ownership.TAG_UID) == t.uid:
+            return own
+        tags = self.store.bucket_tags(plain) or {}
+        if tags.get(ownership.TAG_STATE) == ownership.ARCHIVED and tags.get(ownership.TAG_UID) != t.uid:
+            return own
+        return plain
+
+    def _is_backups(self, t: Tenant, bucket: str) -> bool:
+        return bucket in (naming.backups_bucket(t.name), naming.backups_bucket(t.name, t.uid))
+
     def _claim(self, t: Tenant, bucket: str, create) -> list[str]:
         """Make sure `bucket` is this Tenant's (tags), creating it if nobody has it."""
         tags = self.store.bucket_tags(bucket)
@@ -396,7 +414,7 @@ class ObjectStorageComponent(BackendComponent):
         quota_gib = t.object_storage.quota_gib if t.object_storage else 0
         quota = quota_gib * 2**30 if (quota_gib and store.supports_quota) else None
         buckets = {name: naming.bucket(t.name, name) for name in spec_buckets}
-        backups = naming.backups_bucket(t.name)
+        backups = self.backups_bucket(t)
         changes = []
         for name in buckets.values():
             changes.extend(f"{name}: {c}" for c in self._claim(
@@ -410,7 +428,8 @@ class ObjectStorageComponent(BackendComponent):
         listing.add([*buckets.values(), backups])
         events, kept, pending = [], [], []
         now = datetime.now(UTC)
-        candidates = [b for b in listing.names(f"{t.name}-") if b not in buckets.values() and b != backups]
+        candidates = [b for b in listing.names(f"{t.name}-")
+                      if b not in buckets.values() and not self._is_backups(t, b)]
         for bucket, tags in sorted(self._tagged(t, candidates).items()):
             state = tags.get(ownership.TAG_STATE, ownership.ACTIVE)
             if state == ownership.RETAINED:
@@ -482,12 +501,17 @@ class ObjectStorageComponent(BackendComponent):
         if step == "delete-buckets":
             # The backups bucket stays and follows the platform's retention: from
             # now on each backup expires backupsBucketRetentionDays after it was taken.
-            backups, owned = naming.backups_bucket(t.name), self.owned_buckets(t)
-            gone = [b for b in owned if b != backups and store.delete_bucket(b, purge=True)]
+            owned = self.owned_buckets(t)
+            gone = [b for b in owned if not self._is_backups(t, b) and store.delete_bucket(b, purge=True)]
             done = [f"deleted buckets {', '.join(gone)}"] if gone else []
-            if backups in owned:
+            for backups, tags in owned.items():
+                if not self._is_backups(t, backups):
+                    continue
                 done += [f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
                     backups, self.cfg.backups_bucket_retention_days, purged=True)]
+                if tags.get(ownership.TAG_STATE) != ownership.ARCHIVED:
+                    # Marked as a purged Tenant's archive: a later Tenant of the same name uses another bucket.
+                    store.set_bucket_tags(backups, {**tags, ownership.TAG_STATE: ownership.ARCHIVED})
             return "; ".join(done)
         return ""
 

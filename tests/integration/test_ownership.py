@@ -13,8 +13,9 @@ import io
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
+from minio.error import S3Error
 
-from .conftest import unique, wait_for
+from .conftest import remove_bucket, unique, wait_for
 from .test_tenant_backends import (
     ACCOUNT_LOCKED,
     READY_TIMEOUT,
@@ -274,7 +275,6 @@ def test_the_purge_waits_for_a_successful_final_backup(tenants, core):
 def test_the_applications_key_cannot_destroy_its_backups(tenants, core):
     """A compromised application holds the tenant's storage key: it may add and
     soft-delete backups, but every version stays."""
-    from minio.error import S3Error
     name = tenants.create(unique("own-bk"), databases=["auth"])
     tenants.wait_phase(name, "Ready", READY_TIMEOUT)
     creds = secret_data(core, f"tenant-{name}", "objectstorage-credentials")
@@ -288,3 +288,33 @@ def test_the_applications_key_cannot_destroy_its_backups(tenants, core):
     versions = [o.version_id for o in admin_s3().list_objects(bucket, prefix="mysql/auth/", include_version=True)
                 if not o.is_delete_marker]
     assert written.version_id in versions
+
+
+def test_a_recreated_tenant_never_sees_its_predecessors_backups(tenants, core):
+    name = tenants.create(unique("own-re"), databases=["auth"])
+    tenants.wait_phase(name, "Ready", READY_TIMEOUT)
+    first = secret_data(core, f"tenant-{name}", "objectstorage-credentials")
+    old_bucket = first["S3_BACKUPS_BUCKET"]
+    s3_client(first).put_object(old_bucket, "mysql/auth/secret.sql.gz", io.BytesIO(b"old"), 3)
+    tenants.delete(name)
+    wait_for(lambda: tenants.gone(name), 120, what="purge of the first tenant")
+    assert admin_s3().get_object(old_bucket, "mysql/auth/secret.sql.gz").read() == b"old", "archive kept"
+
+    tenants.create(name, databases=["auth"])
+    new_bucket = None
+    try:
+        tenants.wait_phase(name, "Ready", READY_TIMEOUT)
+        second = wait_for(lambda: secret_data(core, f"tenant-{name}", "objectstorage-credentials"), 60,
+                          what="the new tenant's storage Secret")
+        new_bucket = second["S3_BACKUPS_BUCKET"]
+        assert new_bucket != old_bucket and new_bucket.startswith(f"{name}-backups")
+        app = s3_client(second)
+        assert not list(app.list_objects(new_bucket, recursive=True))
+        with pytest.raises(S3Error) as refused:
+            app.get_object(old_bucket, "mysql/auth/secret.sql.gz")
+        assert refused.value.code == "AccessDenied"
+    finally:
+        if new_bucket:
+            tenants.delete(name)
+            wait_for(lambda: tenants.gone(name), 120, what="purge of the second tenant")
+            remove_bucket(new_bucket)

@@ -157,3 +157,32 @@ def test_final_backup_records_an_unreachable_backend_and_a_tenant_without_databa
     S.backends = []
     record = lifecycle._final_backup(S(), t)
     assert "error" not in record and record["skipped"] and record["at"].endswith("Z")
+
+
+class TagStore:
+    def __init__(self, tags):
+        self.tags = tags
+
+    def bucket_tags(self, name):
+        return self.tags.get(name)
+
+
+ARCHIVED_BY_U0 = {"tenancy.dev/tenant-uid": "u0", "tenancy.dev/state": "archived"}
+
+
+@pytest.mark.parametrize(("uid", "existing", "expected"), [
+    ("uuid-0001", {}, "acme-backups"),                                              # nothing there yet
+    ("uuid-0001", {"acme-backups": {"tenancy.dev/tenant-uid": "uuid-0001"}}, "acme-backups"),   # ours
+    ("uuid-0001", {"acme-backups": ARCHIVED_BY_U0}, "acme-backupsuuid0001"),        # a purged predecessor's archive
+    ("uuid-0001", {"acme-backups": {"tenancy.dev/tenant-uid": "u0", "tenancy.dev/state": "retained"}},
+     "acme-backups"),                                                               # Retain: adopted as documented
+    ("uuid-0001", {"acme-backups": {}}, "acme-backups"),                            # unmarked: NameConflict later
+    ("uuid-0001", {"acme-backupsuuid0001": {"tenancy.dev/tenant-uid": "uuid-0001"}},
+     "acme-backupsuuid0001"),                                                       # once used, it sticks
+])
+def test_backups_bucket_of_a_recreated_tenant(uid, existing, expected):
+    from tenant_operator.provisioning import ObjectStorageComponent
+    component = ObjectStorageComponent(CFG, None)
+    component._store = TagStore(existing)
+    t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid=uid)
+    assert component.backups_bucket(t) == expected
