@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +127,22 @@ for _g, _v, _p in OWNED:
     _register_owned(_g, _v, _p)
 
 
+@kopf.index("networking.k8s.io", "v1", "ingresses", id="ingress_hosts", labels={naming.LABEL_TENANT: kopf.PRESENT})
+async def _ingress_hosts(body: kopf.Body, labels, **_):
+    """Which Tenant's Ingress routes each host, and since when (first one keeps it)."""
+    created = body.get("metadata", {}).get("creationTimestamp") or ""
+    return {rule["host"]: (labels[naming.LABEL_TENANT], created)
+            for rule in (body.get("spec") or {}).get("rules") or [] if rule.get("host")}
+
+
+def domain_claims(body: dict, indexes: dict) -> dict[str, list[tuple[str, str]]]:
+    """(tenant, ingress creationTimestamp) of every operator Ingress routing one of
+    the Tenant's domains (looked up by host: no scan of all tenants)."""
+    index = indexes["ingress_hosts"]
+    hosts = (body.get("spec") or {}).get("domains") or []
+    return {h.lower(): list(index.get(h.lower(), ())) for h in hosts if isinstance(h, str)}
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def tenant_changed(name, memo: kopf.Memo, **_) -> None:
     state: State | None = getattr(memo, "state", None)
@@ -155,9 +172,11 @@ async def reconcile_daemon(name: str, body: kopf.Body, stopped: kopf.DaemonStopp
             if snapshot.get("metadata", {}).get("deletionTimestamp"):
                 return
             live = live_objects(name, kwargs)
+            claims = domain_claims(snapshot, kwargs)
             started = time.monotonic()
             try:
-                result = await loop.run_in_executor(state.executor, state.reconciler.reconcile, snapshot, live)
+                result = await loop.run_in_executor(state.executor, functools.partial(
+                    state.reconciler.reconcile, snapshot, live, claims=claims))
             except Exception as exc:  # noqa: BLE001 - keep the loop alive, back off
                 log.exception("reconcile of tenant %s failed", name)
                 metrics.RECONCILE_ERRORS.inc()

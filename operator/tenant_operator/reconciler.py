@@ -158,15 +158,17 @@ class Reconciler:
         return write.writes
 
     def reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None = None,
-                  deletion: dict | None = None) -> ReconcileResult:
+                  deletion: dict | None = None, claims: dict | None = None) -> ReconcileResult:
+        """`claims`: host -> [(tenant, ingress creationTimestamp)] of the operator's
+        Ingresses routing the Tenant's domains (see handlers.domain_claims)."""
         name = body["metadata"]["name"]
         with self.tenant_lock(name):
             if deletion is None and (name in self._deleting or body["metadata"].get("deletionTimestamp")):
                 return ReconcileResult()   # the deletion lifecycle owns this tenant now
-            return self._reconcile(body, live, model=model, deletion=deletion)
+            return self._reconcile(body, live, model=model, deletion=deletion, claims=claims or {})
 
     def _reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None,
-                   deletion: dict | None) -> ReconcileResult:
+                   deletion: dict | None, claims: dict | None = None) -> ReconcileResult:
         name = body["metadata"]["name"]
         result = ReconcileResult()
         current = body.get("status") or {}
@@ -187,9 +189,14 @@ class Reconciler:
         for obj in self._rendered(t):
             desired_objs.append((obj["metadata"]["labels"][naming.LABEL_COMPONENT], obj))
 
+        # A domain another Tenant routed first is not routed here: no Ingress at all.
+        taken = self._domains_taken(t, live, claims or {})
+        if taken:
+            desired_objs = [(c, o) for c, o in desired_objs if c != "ingress"]
+
         conditions: dict[str, Condition] = {}
         extra_status: dict = {}
-        failed = False
+        failed = bool(taken)
         errors: dict[str, str] = {}
         applied: list[str] = []
 
@@ -253,6 +260,11 @@ class Reconciler:
             result.events.append(("Warning", "NameConflict", str(conflict)))
 
         conditions.update(self._kube_conditions(t, errors, "NameConflict" if conflict is not None else "ApplyFailed"))
+        if taken and "namespace" not in errors:
+            message = "already routed by another Tenant, so this Tenant's Ingress is not applied: " + ", ".join(taken)
+            conditions["IngressReady"] = Condition("IngressReady", False, "DomainConflict", message)
+            if (previous.get("IngressReady") or {}).get("reason") != "DomainConflict":
+                result.events.append(("Warning", "DomainConflict", message))
         for res in backend_results:
             # A backend's own object (Secret, CronJob) failed to apply: that backend is not ready.
             if res.component in errors and res.condition.status is not False:
@@ -285,6 +297,22 @@ class Reconciler:
             # A newer Tenant exists; its watch event wakes the next pass, this is the fallback.
             result.retry_after = CONFLICT_RETRY_SECONDS
         return result
+
+    @staticmethod
+    def _domains_taken(t: spec.Tenant, live: dict[Key, dict], claims: dict) -> list[str]:
+        """Domains of `t` that another Tenant's Ingress routed first (earlier
+        creationTimestamp; the tenant name breaks a tie)."""
+        if not t.domains or t.ingress is None or not t.ingress.enabled:
+            return []
+        ours = live.get(("networking.k8s.io/v1", "Ingress", t.namespace, naming.INGRESS))
+        since = ((ours or {}).get("metadata") or {}).get("creationTimestamp")
+        taken = []
+        for host in t.domains:
+            for tenant, created in claims.get(host, ()):
+                if tenant != t.name and (since is None or (created, tenant) < (since, t.name)):
+                    taken.append(f"{host} (Tenant {tenant})")
+                    break
+        return taken
 
     def _sync_backend(self, backend, t: spec.Tenant, live, current: dict, deletion: dict | None):
         """One backend's pass; an unexpected error becomes its condition, never

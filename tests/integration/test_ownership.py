@@ -318,3 +318,21 @@ def test_a_recreated_tenant_never_sees_its_predecessors_backups(tenants, core):
             tenants.delete(name)
             wait_for(lambda: tenants.gone(name), 120, what="purge of the second tenant")
             remove_bucket(new_bucket)
+
+
+def test_a_domain_routed_by_one_tenant_is_not_taken_by_another(tenants, core):
+    host = f"{unique('shop')}.example.com"
+    first = tenants.create(unique("own-d1"), domains=[host])
+    tenants.wait_phase(first, "Ready", READY_TIMEOUT)
+    second = tenants.create(unique("own-d2"), domains=[host])
+    cond = wait_condition(tenants, second, "IngressReady", "False", "DomainConflict")
+    assert host in cond["message"] and first in cond["message"]
+    assert tenant_events(core, second, "DomainConflict")
+    networking = k8s.NetworkingV1Api()
+    assert not networking.list_namespaced_ingress(f"tenant-{second}").items
+    (ingress,) = networking.list_namespaced_ingress(f"tenant-{first}").items
+    assert [r.host for r in ingress.spec.rules] == [host]
+    assert tenants.condition(first, "IngressReady")["reason"] == "Routed"
+    # Once the first tenant lets the domain go, the second routes it.
+    tenants.patch(first, {"spec": {"domains": []}})
+    wait_condition(tenants, second, "IngressReady", "True", "Routed", timeout=90)

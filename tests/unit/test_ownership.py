@@ -13,7 +13,7 @@ from tenant_operator.provisioning import MySQLComponent
 from tenant_operator.reconciler import Reconciler
 from tenant_operator.status import Condition
 
-from .test_reconciler import CFG, FakeKube, FakeMySQL, tenant
+from .test_reconciler import CFG, FakeKube, FakeMySQL, body_with_status, tenant
 
 
 @pytest.mark.parametrize(("marker", "tenant_name", "state", "exists", "adopt", "expected"), [
@@ -186,3 +186,32 @@ def test_backups_bucket_of_a_recreated_tenant(uid, existing, expected):
     component._store = TagStore(existing)
     t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid=uid)
     assert component.backups_bucket(t) == expected
+
+
+def test_a_domain_routed_first_by_another_tenant_is_not_routed_again():
+    kube = FakeKube()
+    rec = Reconciler(CFG, kube, [])
+    body = tenant(databases=[], domains=["shop.example.com", "free.example.com"])
+    claims = {"shop.example.com": [("other", "2020-01-01T00:00:00Z")], "free.example.com": []}
+    rec.reconcile(body, {}, claims=claims)
+    assert not [w for w in kube.writes if w[1] == "Ingress"]
+    cond = {c["type"]: c for c in kube.status["conditions"]}["IngressReady"]
+    assert cond["status"] == "False" and cond["reason"] == "DomainConflict"
+    assert "shop.example.com (Tenant other)" in cond["message"] and "free.example.com" not in cond["message"]
+
+
+def test_the_first_tenant_keeps_its_domain_when_a_later_one_claims_it():
+    kube = FakeKube()
+    rec = Reconciler(CFG, kube, [])
+    body = tenant(databases=[], domains=["shop.example.com"])
+    rec.reconcile(body, {})
+    live = dict(kube.objects)
+    ingress = next(k for k in live if k[1] == "Ingress")
+    live[ingress]["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+    # A later Tenant's Ingress for the same host (created after ours) changes nothing here.
+    kube.writes.clear()
+    rec.reconcile(body_with_status(kube, body), live,
+                  claims={"shop.example.com": [("acme", "2020-01-01T00:00:00Z"), ("late", "2021-01-01T00:00:00Z")]})
+    assert not [w for w in kube.writes if w[0] == "delete"]
+    cond = {c["type"]: c for c in kube.status["conditions"]}["IngressReady"]
+    assert cond["reason"] == "Routed"
