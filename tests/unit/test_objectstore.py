@@ -117,10 +117,11 @@ def test_tenant_policy_is_scoped_to_the_buckets():
 def test_tenant_policy_lets_no_one_delete_a_version_of_a_protected_bucket():
     doc = tenant_policy(["acme-data", "acme-backups"], protected=("acme-backups",))
     grants: dict[str, set[str]] = {}
+    denied: dict[str, set[str]] = {}
     for st in doc["Statement"]:
-        assert st["Effect"] == "Allow"
         for resource in st["Resource"]:
-            grants.setdefault(resource, set()).update(st["Action"])
+            (grants if st["Effect"] == "Allow" else denied).setdefault(resource, set()).update(st["Action"])
+    assert denied == {"arn:aws:s3:::acme-backups/*": {"s3:DeleteObjectVersion"}}
     assert "s3:DeleteObjectVersion" in grants["arn:aws:s3:::acme-data/*"]
     assert "s3:DeleteObjectVersion" not in grants["arn:aws:s3:::acme-backups/*"]
     # Writing, reading, soft-deleting (a delete marker) and listing versions stay allowed.

@@ -189,6 +189,10 @@ def tenant_policy(buckets: list[str], protected: tuple[str, ...] = ()) -> dict:
         statements.append({"Sid": "ProtectedObjects", "Effect": "Allow",
                            "Action": [a for a in OBJECT_ACTIONS if a != "s3:DeleteObjectVersion"],
                            "Resource": [f"arn:aws:s3:::{b}/*" for b in kept]})
+        # Explicitly: MinIO lets s3:DeleteObject alone remove a specific version
+        # (measured); an explicit Deny is honoured by MinIO and AWS alike.
+        statements.append({"Sid": "ProtectedVersions", "Effect": "Deny", "Action": ["s3:DeleteObjectVersion"],
+                           "Resource": [f"arn:aws:s3:::{b}/*" for b in kept]})
     return {"Version": "2012-10-17", "Statement": statements}
 
 
