@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -155,11 +156,13 @@ def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
     kube = Kube.from_environment(cfg.field_manager, pool_size=workers * 2)
     rec = Reconciler(cfg, kube, build_backends(cfg, kube))
     names = [f"{prefix}-{i:04d}" for i in range(n)]
+    # The API server gives every Tenant a UID; ownership markers record it.
+    uids = {name: str(uuid.uuid4()) for name in names}
     started = time.monotonic()
 
     def one(name: str) -> None:
         obj = body(name)
-        obj["metadata"].update(generation=1)
+        obj["metadata"].update(generation=1, uid=uids[name])
         rec.reconcile(obj, {})   # status write fails harmlessly: no Tenant object exists
     with ThreadPoolExecutor(workers) as pool:
         for fut in [pool.submit(one, n_) for n_ in names]:
@@ -172,7 +175,9 @@ def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
     from tenant_operator import lifecycle, naming, spec
 
     def purge(name: str) -> None:
-        t = spec.parse(body(name), cfg)
+        obj = body(name)
+        obj["metadata"]["uid"] = uids[name]
+        t = spec.parse(obj, cfg)
         for step in lifecycle.PURGE_STEPS[:-1]:
             for b in rec.backends:
                 if hasattr(b, "purge_step"):
