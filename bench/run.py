@@ -41,7 +41,7 @@ from kubernetes.client.rest import ApiException
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results.json"
 GROUP, VERSION, PLURAL = "tenancy.dev", "v1alpha1", "tenants"
-SPEC = {"tier": "standard", "domains": ["app.bench.example.com"], "databases": ["auth", "products", "orders"],
+SPEC = {"tier": "standard", "domains": [], "databases": ["auth", "products", "orders"],
         "objectStorage": {"buckets": ["media", "docs"], "quotaGiB": 10}, "messaging": {"queues": ["orders", "mail"]},
         "deletion": {"gracePeriod": "0s"}}
 
@@ -110,8 +110,10 @@ def wait(what: str, predicate, timeout: float, interval: float = 0.2):
 
 
 def body(name: str) -> dict:
+    spec = copy.deepcopy(SPEC)
+    spec["domains"] = [f"{name}.bench.example.com"]   # one host per tenant: a shared one is a DomainConflict
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": name,
-            "labels": {"bench": "true"}}, "spec": copy.deepcopy(SPEC)}
+            "labels": {"bench": "true"}}, "spec": spec}
 
 
 def bench_tenants(custom) -> list[dict]:
