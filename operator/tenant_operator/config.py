@@ -107,6 +107,8 @@ class OperatorConfig:
     workers: int = 8                         # tenants reconciled in parallel
     backup_image: str = "ghcr.io/tenancy-dev/tenant-operator:0.1.0"
     backups_bucket_retention_days: int = 90
+    # What is left of a purged tenant (its backups, final backup, archived buckets) is kept this long.
+    archive_retention_days: int = 7 * 365
     tiers: dict = field(default_factory=lambda: merge(DEFAULT_TIERS, {}))
     mysql_servers: dict[str, MySQLServer] = field(default_factory=dict)
     mysql_default: str = ""
@@ -170,6 +172,12 @@ def from_dict(raw: dict | None) -> OperatorConfig:
         kwargs["workers"] = _int(raw, "workers", 8, "")
     if "backupsBucketRetentionDays" in raw:
         kwargs["backups_bucket_retention_days"] = _int(raw, "backupsBucketRetentionDays", 90, "")
+    if "archiveRetentionDays" in raw:
+        kwargs["archive_retention_days"] = _int(raw, "archiveRetentionDays", 7 * 365, "")
+    for key, attr in (("backupsBucketRetentionDays", "backups_bucket_retention_days"),
+                      ("archiveRetentionDays", "archive_retention_days")):
+        if kwargs.get(attr, 1) < 1:
+            raise ConfigError(key, f"must be a positive number of days, got {kwargs[attr]}")
 
     if "operatorNamespace" in raw or os.environ.get("POD_NAMESPACE"):
         kwargs["operator_namespace"] = str(raw.get("operatorNamespace") or os.environ["POD_NAMESPACE"])

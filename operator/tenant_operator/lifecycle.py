@@ -216,14 +216,28 @@ def _ensure_final_backup(state, t: spec.Tenant, deletion: dict, now: datetime,
 
 
 def _final_backup(state, t: spec.Tenant) -> dict:
+    """Every backend's part of the final backup (database dumps, archived
+    buckets), merged; an error in any part fails the whole attempt."""
+    at, objects, errors, skipped = status.now_iso(), [], [], []
     for backend in state.backends:
         hook = getattr(backend, "final_backup", None)
-        if hook:
-            try:
-                return hook(t)
-            except BackendUnavailable as exc:
-                return {"error": str(exc), "at": status.now_iso()}
-    return {"skipped": "no databases to back up", "at": status.now_iso()}
+        if not hook:
+            continue
+        try:
+            part = hook(t)
+        except BackendUnavailable as exc:
+            part = {"error": str(exc)}
+        objects.extend(part.get("objects") or [])
+        if part.get("error"):
+            errors.append(part["error"])
+        if part.get("skipped"):
+            skipped.append(part["skipped"])
+    out: dict = {"at": at, "objects": objects}
+    if errors:
+        out["error"] = "; ".join(errors)
+    elif not objects:
+        out["skipped"] = "; ".join(skipped) or "no data to back up"
+    return out
 
 
 def _run_step(state, t: spec.Tenant, step: str, live: dict) -> tuple[bool, str]:

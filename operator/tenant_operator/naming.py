@@ -146,8 +146,23 @@ def storage_policy(tenant: str) -> str:
     return shorten(f"tenant-{tenant}", 64)
 
 
+def backup_user(tenant: str) -> str:
+    """The object-storage user of the tenant's backup Jobs: it writes backups,
+    the application's user only reads them. `backup-` never starts a storage
+    user's name (`tenant-`), so the two cannot meet."""
+    return shorten(f"backup-{tenant}", 64)
+
+
+def backup_policy(tenant: str) -> str:
+    return shorten(f"backup-{tenant}", 64)
+
+
+# Where a bucket's contents are archived in the tenant's backups bucket: archive/<bucket>/<key>.
+ARCHIVE_PREFIX = "archive/"
+
 # Secret names, not passwords.
 OBJECTSTORE_SECRET = "objectstorage-credentials"  # nosec B105
+BACKUP_SECRET = "backup-credentials"  # nosec B105
 
 
 def bucket_env_key(name: str) -> str:

@@ -448,35 +448,34 @@ class ObjectStorageComponent(BackendComponent):
             if now < parse_time(purge_after):
                 pending.append({"bucket": bucket, "purgeAfter": purge_after})
             elif t.deletion.policy == "Delete" or store.bucket_is_empty(bucket):
+                # Its contents go to the archive first, as a deleted tenant's do.
+                copied, size = store.archive_bucket(bucket, backups, f"{naming.ARCHIVE_PREFIX}{bucket}/")
                 store.delete_bucket(bucket, purge=True)
                 listing.discard(bucket)
-                events.append(("Normal", "BucketDeleted", f"deleted {bucket} with its objects after its grace "
-                                                          "period (removed from spec, deletion policy Delete)"))
+                events.append(("Normal", "BucketDeleted", f"deleted {bucket} after its grace period (removed from "
+                                                          f"spec, deletion policy Delete); its objects were archived "
+                                                          f"to s3://{backups}/{naming.ARCHIVE_PREFIX}{bucket}/ "
+                                                          f"({copied} copied now, {size} bytes)"))
             else:
                 store.set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.RETAINED})
                 kept.append(bucket)
 
-        from tenant_operator.backends.objectstore import Credentials
         name = naming.OBJECTSTORE_SECRET
-        data = self.read_secret(t, live, name)
-        current = None
-        if data.get("AWS_ACCESS_KEY_ID") and data.get("AWS_SECRET_ACCESS_KEY"):
-            current = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
-        user = naming.storage_user(t.name)
         all_buckets = [*buckets.values(), backups]
-        if rotate and current is not None:
-            current = store.rotate(user, current)
-        creds, user_changes = store.ensure_user(user, naming.storage_policy(t.name), all_buckets,
-                                                enabled=not t.suspended, current=current, protected=(backups,))
-        changes.extend(user_changes)
         cfg = self.cfg.object_storage
-        secret_data = {
-            "S3_ENDPOINT": cfg.tenant_endpoint, "S3_REGION": cfg.region,
-            "S3_BUCKETS": ",".join(buckets.values()), "S3_BACKUPS_BUCKET": backups,
-            "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-        }
+        location = {"S3_ENDPOINT": cfg.tenant_endpoint, "S3_REGION": cfg.region, "S3_BACKUPS_BUCKET": backups}
+        # The application's key reads its backups but cannot write or delete one;
+        # only the backup Jobs' key (a Secret of its own) writes them.
+        creds = self._user(t, live, rotate, name, naming.storage_user(t.name), naming.storage_policy(t.name),
+                           all_buckets, changes, read_only=(backups,))
+        secret_data = {**location, "S3_BUCKETS": ",".join(buckets.values()),
+                       "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
         for short, full in buckets.items():
             secret_data[naming.bucket_env_key(short)] = full
+        backup_creds = self._user(t, live, rotate, naming.BACKUP_SECRET, naming.backup_user(t.name),
+                                  naming.backup_policy(t.name), [backups], changes, protected=(backups,))
+        backup_data = {**location, "AWS_ACCESS_KEY_ID": backup_creds.access_key,
+                       "AWS_SECRET_ACCESS_KEY": backup_creds.secret_key}
         if changes:
             events.append(("Normal", "ObjectStorageUpdated", "; ".join(changes)))
         if kept:
@@ -488,19 +487,59 @@ class ObjectStorageComponent(BackendComponent):
             cond = Condition(self.condition_type, True, "Provisioned",
                              f"{len(all_buckets)} bucket(s) on {store.backend}" +
                              (f", quota {quota_gib} GiB each" if quota else ""))
-        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data)], events=events,
-                               status={"pendingRemovals": {"buckets": pending}} if pending else {})
+        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data),
+                                                             self.secret(t, naming.BACKUP_SECRET, backup_data)],
+                               events=events, status={"pendingRemovals": {"buckets": pending}} if pending else {})
+
+    def _user(self, t: Tenant, live: dict, rotate: bool, secret: str, user: str, policy: str, buckets: list[str],
+              changes: list[str], **access) -> object:
+        """The storage user whose keys the Secret `secret` carries, as wanted."""
+        from tenant_operator.backends.objectstore import Credentials
+        data = self.read_secret(t, live, secret)
+        current = None
+        if data.get("AWS_ACCESS_KEY_ID") and data.get("AWS_SECRET_ACCESS_KEY"):
+            current = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
+        if rotate and current is not None:
+            current = self.store.rotate(user, current)
+        creds, user_changes = self.store.ensure_user(user, policy, buckets, enabled=not t.suspended,
+                                                     current=current, **access)
+        changes.extend(user_changes)
+        return creds
+
+    def final_backup(self, t: Tenant) -> dict:
+        """Archive the contents of every bucket of `t` into its backups bucket,
+        under archive/<bucket>/; never raises. Objects already archived by an
+        earlier attempt are not copied again."""
+        at = now_iso()
+        if self.cfg.object_storage is None or not t.uid:
+            return {"at": at, "objects": []}
+        try:
+            owned = self.owned_buckets(t)
+            backups = next((b for b in owned if self._is_backups(t, b)), "")
+            objects = []
+            for bucket in sorted(b for b in owned if not self._is_backups(t, b)):
+                if not backups:
+                    return {"at": at, "objects": [], "error": f"no backups bucket to archive {bucket} into"}
+                copied, size = self.store.archive_bucket(bucket, backups, f"{naming.ARCHIVE_PREFIX}{bucket}/")
+                objects.append(f"s3://{backups}/{naming.ARCHIVE_PREFIX}{bucket}/ ({copied} object(s), {size} bytes "
+                               "copied by this attempt)")
+            return {"at": at, "objects": objects}
+        except BackendUnavailable as exc:
+            return {"at": at, "objects": [], "error": f"archiving buckets: {exc}"}
 
     def purge_step(self, t: Tenant, step: str) -> str:
         if self.cfg.object_storage is None:
             return ""
         store = self.store
         if step == "revoke-credentials":
-            return "deleted storage user" if store.delete_user(naming.storage_user(t.name),
-                                                               naming.storage_policy(t.name)) else ""
+            gone = [what for what, user, policy in (
+                ("storage user", naming.storage_user(t.name), naming.storage_policy(t.name)),
+                ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name)))
+                if store.delete_user(user, policy)]
+            return f"deleted {' and '.join(gone)}" if gone else ""
         if step == "delete-buckets":
-            # The backups bucket stays and follows the platform's retention: from
-            # now on each backup expires backupsBucketRetentionDays after it was taken.
+            # The backups bucket stays as the tenant's archive: from now on everything
+            # in it expires archiveRetentionDays after it was written.
             owned = self.owned_buckets(t)
             gone = [b for b in owned if not self._is_backups(t, b) and store.delete_bucket(b, purge=True)]
             done = [f"deleted buckets {', '.join(gone)}"] if gone else []
@@ -508,7 +547,8 @@ class ObjectStorageComponent(BackendComponent):
                 if not self._is_backups(t, backups):
                     continue
                 done += [f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
-                    backups, self.cfg.backups_bucket_retention_days, purged=True)]
+                    backups, self.cfg.backups_bucket_retention_days, purged=True,
+                    archive_days=self.cfg.archive_retention_days)]
                 if tags.get(ownership.TAG_STATE) != ownership.ARCHIVED:
                     # Marked as a purged Tenant's archive: a later Tenant of the same name uses another bucket.
                     store.set_bucket_tags(backups, {**tags, ownership.TAG_STATE: ownership.ARCHIVED})

@@ -73,13 +73,15 @@ def crd(kube_config):
 
 
 BACKUPS_RETENTION_DAYS = 7
+ARCHIVE_RETENTION_DAYS = 400
 
 
 def operator_config(tmp_path_factory, **overrides) -> Path:
     base = yaml.safe_load((DEVENV / "operator-config.yaml").read_text())
     base.update({"driftInterval": "5s", "deletionPollInterval": "1s", "workers": 8, "finalBackupRetryInterval": "5s",
                  "backendResyncInterval": "30s", "backupImage": "tenant-operator:test",
-                 "backupsBucketRetentionDays": BACKUPS_RETENTION_DAYS})
+                 "backupsBucketRetentionDays": BACKUPS_RETENTION_DAYS,
+                 "archiveRetentionDays": ARCHIVE_RETENTION_DAYS})
     base.update(overrides)
     path = tmp_path_factory.mktemp("operator") / "config.yaml"
     path.write_text(yaml.safe_dump(base))

@@ -247,6 +247,22 @@ def test_removed_database_and_bucket_wait_out_their_grace_period(tenants, core):
     assert s3_client(media_creds).get_object(f"{name}-archive", "2024.tar").read() == b"old"
 
 
+def test_a_removed_bucket_is_archived_before_it_is_deleted(tenants, core):
+    name = tenants.create(unique("own-ar"), objectStorage={"buckets": ["media", "old"]},
+                          deletion={"gracePeriod": "2s"})
+    tenants.wait_phase(name, "Ready", READY_TIMEOUT)
+    admin_s3().put_object(f"{name}-old", "2024/report.txt", io.BytesIO(b"report"), 6)
+    tenants.patch(name, {"spec": {"objectStorage": {"buckets": ["media"]}}})
+    wait_for(lambda: not admin_s3().bucket_exists(f"{name}-old"), 120, what="the removed bucket deleted")
+    creds = secret_data(core, f"tenant-{name}", "objectstorage-credentials")
+    archived = f"archive/{name}-old/2024/report.txt"
+    assert admin_s3().get_object(creds["S3_BACKUPS_BUCKET"], archived).read() == b"report"
+    # The application reads its archive like its backups, and cannot change it.
+    assert s3_client(creds).get_object(creds["S3_BACKUPS_BUCKET"], archived).read() == b"report"
+    (event,) = tenant_events(core, name, "BucketDeleted")
+    assert f"archive/{name}-old/" in event.message
+
+
 def test_the_purge_waits_for_a_successful_final_backup(tenants, core):
     """MySQL is down when the grace period ends: nothing is dropped until a
     final backup has succeeded."""
@@ -273,21 +289,39 @@ def test_the_purge_waits_for_a_successful_final_backup(tenants, core):
 
 
 def test_the_applications_key_cannot_destroy_its_backups(tenants, core):
-    """A compromised application holds the tenant's storage key: it may add and
-    soft-delete backups, but every version stays."""
+    """A compromised application holds the tenant's storage key: it reads its
+    backups but can neither add, replace nor delete one. The backup Jobs' own
+    key (a Secret the application's pods do not mount) writes them, and even it
+    cannot delete a version."""
     name = tenants.create(unique("own-bk"), databases=["auth"])
     tenants.wait_phase(name, "Ready", READY_TIMEOUT)
     creds = secret_data(core, f"tenant-{name}", "objectstorage-credentials")
-    app = s3_client(creds)
+    writer = secret_data(core, f"tenant-{name}", "backup-credentials")
     bucket = creds["S3_BACKUPS_BUCKET"]
-    written = app.put_object(bucket, "mysql/auth/x.sql.gz", io.BytesIO(b"dump"), 4)
+    assert writer["S3_BACKUPS_BUCKET"] == bucket and writer["AWS_ACCESS_KEY_ID"] != creds["AWS_ACCESS_KEY_ID"]
+    backup_key = s3_client(writer)
+    written = backup_key.put_object(bucket, "mysql/auth/x.sql.gz", io.BytesIO(b"dump"), 4)
+
+    app = s3_client(creds)
+    assert app.get_object(bucket, "mysql/auth/x.sql.gz").read() == b"dump"
+    for action in (lambda: app.put_object(bucket, "mysql/auth/x.sql.gz", io.BytesIO(b"evil"), 4),
+                   lambda: app.remove_object(bucket, "mysql/auth/x.sql.gz"),
+                   lambda: app.remove_object(bucket, "mysql/auth/x.sql.gz", version_id=written.version_id)):
+        with pytest.raises(S3Error) as refused:
+            action()
+        assert refused.value.code == "AccessDenied"
+
     with pytest.raises(S3Error) as refused:
-        app.remove_object(bucket, "mysql/auth/x.sql.gz", version_id=written.version_id)
+        backup_key.remove_object(bucket, "mysql/auth/x.sql.gz", version_id=written.version_id)
     assert refused.value.code == "AccessDenied"
-    app.remove_object(bucket, "mysql/auth/x.sql.gz")          # a delete marker, allowed
+    backup_key.remove_object(bucket, "mysql/auth/x.sql.gz")          # retention: a delete marker, allowed
     versions = [o.version_id for o in admin_s3().list_objects(bucket, prefix="mysql/auth/", include_version=True)
                 if not o.is_delete_marker]
     assert written.version_id in versions
+    # Neither key reaches the other's bucket of data.
+    with pytest.raises(S3Error) as refused:
+        list(backup_key.list_objects(f"{name}-media"))
+    assert refused.value.code in ("AccessDenied", "NoSuchBucket")
 
 
 def test_a_recreated_tenant_never_sees_its_predecessors_backups(tenants, core):
@@ -295,7 +329,8 @@ def test_a_recreated_tenant_never_sees_its_predecessors_backups(tenants, core):
     tenants.wait_phase(name, "Ready", READY_TIMEOUT)
     first = secret_data(core, f"tenant-{name}", "objectstorage-credentials")
     old_bucket = first["S3_BACKUPS_BUCKET"]
-    s3_client(first).put_object(old_bucket, "mysql/auth/secret.sql.gz", io.BytesIO(b"old"), 3)
+    writer = secret_data(core, f"tenant-{name}", "backup-credentials")
+    s3_client(writer).put_object(old_bucket, "mysql/auth/secret.sql.gz", io.BytesIO(b"old"), 3)
     tenants.delete(name)
     wait_for(lambda: tenants.gone(name), 120, what="purge of the first tenant")
     assert admin_s3().get_object(old_bucket, "mysql/auth/secret.sql.gz").read() == b"old", "archive kept"

@@ -18,7 +18,7 @@ import pika
 import pytest
 from kubernetes.client.rest import ApiException
 
-from .conftest import BACKUPS_RETENTION_DAYS, unique, wait_for
+from .conftest import ARCHIVE_RETENTION_DAYS, BACKUPS_RETENTION_DAYS, unique, wait_for
 from .test_tenant_backends import (
     ACCESS_DENIED,
     ACCOUNT_LOCKED,
@@ -124,10 +124,15 @@ def test_grace_period_keeps_data_locked_then_purges_in_order(tenants, core):
     assert not database_exists(db["DB_DATABASE"])
     assert not mysql_user_exists(db["DB_USERNAME"])
     assert tenant_buckets(name) == [s3["S3_BACKUPS_BUCKET"]]
-    # The kept backups bucket now empties itself on the platform's schedule.
+    # The media bucket's contents were archived into the kept backups bucket first...
+    archived = f"archive/{bucket}/kept.txt"
+    assert admin_s3().get_object(s3["S3_BACKUPS_BUCKET"], archived).read() == b"kept"
+    # ...which is now the tenant's archive and empties itself on the archive's schedule.
     (rule,) = admin_s3().get_bucket_lifecycle(s3["S3_BACKUPS_BUCKET"]).rules
-    assert rule.expiration.days == rule.noncurrent_version_expiration.noncurrent_days == BACKUPS_RETENTION_DAYS
+    assert rule.expiration.days == ARCHIVE_RETENTION_DAYS
+    assert rule.noncurrent_version_expiration.noncurrent_days == BACKUPS_RETENTION_DAYS
     assert not minio_user_exists(s3["AWS_ACCESS_KEY_ID"])
+    assert not minio_user_exists(f"backup-{name}")
     assert not vhost_exists(mq["RABBITMQ_VHOST"])
     assert not rabbit_user_exists(mq["RABBITMQ_USERNAME"])
     assert namespace_gone(core, ns)

@@ -75,7 +75,7 @@ def test_cronjob_fields():
     assert c["image"] == "registry.example/tenant-operator:1.2.3"
     assert c["command"] == ["tenant-operator", "backup", "--secret-env"] and "args" not in c
     assert c["envFrom"] == [{"secretRef": {"name": "auth-db-credentials"}},
-                            {"secretRef": {"name": "objectstorage-credentials"}}]
+                            {"secretRef": {"name": "backup-credentials"}}]
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env == {"BACKUP_SERVICE": "auth", "BACKUP_KEEP_DAILY": "30", "BACKUP_KEEP_WEEKLY": "12",
                    "BACKUP_KEEP_MONTHLY": "6", "HOME": "/tmp", "TMPDIR": "/tmp"}

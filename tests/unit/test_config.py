@@ -194,6 +194,9 @@ def test_bad_shared_services(entry, key):
     ({"rabbitmq": {"amqpHost": "rabbit"}}, "rabbitmq.managementUrl"),
     ({"workers": "8"}, "workers"),
     ({"backupsBucketRetentionDays": 1.5}, "backupsBucketRetentionDays"),
+    ({"backupsBucketRetentionDays": 0}, "backupsBucketRetentionDays"),
+    ({"archiveRetentionDays": -1}, "archiveRetentionDays"),
+    ({"archiveRetentionDays": "7y"}, "archiveRetentionDays"),
 ])
 def test_other_invalid_keys(raw, key):
     with pytest.raises(ConfigError) as info:
@@ -205,3 +208,8 @@ def test_other_invalid_keys(raw, key):
 def test_s3_backend_needs_no_endpoint():
     cfg = config.from_dict({"objectStorage": {"backend": "s3", "region": "eu-west-1"}})
     assert cfg.object_storage.backend == "s3" and cfg.object_storage.region == "eu-west-1"
+
+
+def test_archive_retention_defaults_to_seven_years():
+    assert config.from_dict({}).archive_retention_days == 2555
+    assert config.from_dict({"archiveRetentionDays": 30}).archive_retention_days == 30

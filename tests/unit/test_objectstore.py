@@ -132,6 +132,20 @@ def test_tenant_policy_lets_no_one_delete_a_version_of_a_protected_bucket():
     assert normalize_policy(tenant_policy(["acme-data", "acme-backups"])) != normalize_policy(doc)
 
 
+def test_the_application_only_reads_its_read_only_buckets():
+    doc = tenant_policy(["acme-data", "acme-backups"], read_only=("acme-backups", "not-listed"))
+    grants: dict[str, set[str]] = {}
+    for st in doc["Statement"]:
+        assert st["Effect"] == "Allow"
+        for resource in st["Resource"]:
+            grants.setdefault(resource, set()).update(st["Action"])
+    assert grants["arn:aws:s3:::acme-backups/*"] == {"s3:GetObject", "s3:GetObjectVersion"}
+    assert "s3:ListBucket" in grants["arn:aws:s3:::acme-backups"]
+    assert {"s3:PutObject", "s3:DeleteObject"} <= grants["arn:aws:s3:::acme-data/*"]
+    # A read-only bucket must be one of the user's buckets: nothing else is granted.
+    assert not any("not-listed" in r for r in grants)
+
+
 def test_tenant_policy_without_buckets_grants_nothing():
     doc = tenant_policy([])
     assert [st["Effect"] for st in doc["Statement"]] == ["Deny"]
@@ -331,10 +345,21 @@ def test_backups_rule_while_live_and_after_purge():
     assert purged["Expiration"] == {"Days": 90}
     assert purged["ID"] == live["ID"] == BACKUPS_RULE_ID
     assert "recoverable for 90 days" in describe_backups_rule(live)
-    assert "expire 90 days after" in describe_backups_rule(purged)
+    assert "expires 90 days after" in describe_backups_rule(purged)
     for bad in (0, -1, 1.5, True, "90"):
         with pytest.raises(ValueError, match="positive number of days"):
             backups_rule(bad, purged=False)
+        with pytest.raises(ValueError, match="positive number of days"):
+            backups_rule(90, purged=True, archive_days=bad)
+
+
+def test_a_purged_tenants_archive_has_its_own_retention():
+    rule = backups_rule(90, purged=True, archive_days=2555)
+    assert rule["Expiration"] == {"Days": 2555}
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 90}
+    assert "expires 2555 days after" in describe_backups_rule(rule)
+    # A live tenant's rule ignores the archive retention.
+    assert backups_rule(90, purged=False, archive_days=2555) == backups_rule(90, purged=False)
 
 
 def test_rule_is_current_compares_only_our_rule():

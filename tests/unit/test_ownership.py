@@ -159,6 +159,28 @@ def test_final_backup_records_an_unreachable_backend_and_a_tenant_without_databa
     assert "error" not in record and record["skipped"] and record["at"].endswith("Z")
 
 
+def test_the_final_backup_is_every_backends_part_and_fails_if_any_part_fails():
+    class Part:
+        def __init__(self, out):
+            self.out = out
+
+        def final_backup(self, t):
+            return self.out
+
+    class S:
+        backends = [Part({"objects": ["s3://b/mysql/auth/x.sql.gz"]}), object(),
+                    Part({"objects": ["s3://b/archive/acme-media/"]})]
+
+    t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid="u1")
+    record = lifecycle._final_backup(S(), t)
+    assert record["objects"] == ["s3://b/mysql/auth/x.sql.gz", "s3://b/archive/acme-media/"]
+    assert "error" not in record and "skipped" not in record
+    S.backends = [Part({"objects": ["s3://b/mysql/auth/x.sql.gz"]}), Part({"objects": [], "error": "minio down"})]
+    assert lifecycle._final_backup(S(), t)["error"] == "minio down"
+    S.backends = [Part({"objects": [], "skipped": "no databases to back up"}), Part({"objects": []})]
+    assert lifecycle._final_backup(S(), t)["skipped"] == "no databases to back up"
+
+
 class TagStore:
     def __init__(self, tags):
         self.tags = tags

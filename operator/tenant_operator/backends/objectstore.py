@@ -35,7 +35,7 @@ import botocore.exceptions
 import certifi
 import urllib3
 from minio import Minio, MinioAdmin
-from minio.commonconfig import ENABLED, Filter, Tags
+from minio.commonconfig import ENABLED, ComposeSource, CopySource, Filter, Tags
 from minio.credentials import StaticProvider
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioAdminException, MinioException, S3Error
@@ -53,6 +53,7 @@ BUCKET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])$")
 USER_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{3,64}$")
 SECRET_BYTES = 30            # token_urlsafe(30): 40 characters, MinIO's maximum secret length
 DELETE_BATCH = 1000          # S3 DeleteObjects limit
+MAX_SINGLE_COPY = 5 * 2**30  # larger objects are copied in parts (S3 CopyObject limit)
 BACKUPS_RULE_ID = "tenant-operator-backups"
 
 # What a tenant's user may do, and only on its own buckets.
@@ -65,6 +66,8 @@ OBJECT_ACTIONS = (
     "s3:AbortMultipartUpload",
     "s3:ListMultipartUploadParts",
 )
+# What the application may do in its own backups bucket: read what its backup Jobs wrote.
+READ_OBJECT_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 BUCKET_ACTIONS = (
     "s3:ListBucket",
     "s3:ListBucketVersions",
@@ -103,10 +106,13 @@ class ObjectStore(Protocol):
     def delete_bucket(self, name: str, *, purge: bool) -> bool: ...
     def list_buckets(self, prefix: str) -> list[str]: ...
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
-                    current: Credentials | None, protected: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]: ...
+                    current: Credentials | None, protected: tuple[str, ...] = (),
+                    read_only: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]: ...
     def rotate(self, user: str, current: Credentials | None) -> Credentials: ...
     def delete_user(self, user: str, policy_name: str) -> bool: ...
-    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False) -> list[str]: ...
+    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False,
+                                 archive_days: int | None = None) -> list[str]: ...
+    def archive_bucket(self, source: str, target: str, prefix: str) -> tuple[int, int]: ...
     def ping(self) -> None: ...
 
 
@@ -164,7 +170,7 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
-def tenant_policy(buckets: list[str], protected: tuple[str, ...] = ()) -> dict:
+def tenant_policy(buckets: list[str], protected: tuple[str, ...] = (), read_only: tuple[str, ...] = ()) -> dict:
     """The policy document of a tenant user: object and listing access to exactly
     `buckets`, nothing else (no bucket creation, no admin). With no buckets the
     document grants nothing.
@@ -172,19 +178,27 @@ def tenant_policy(buckets: list[str], protected: tuple[str, ...] = ()) -> dict:
     In the `protected` buckets (the versioned backups bucket) the user may write,
     read and delete keys, but not delete a version: a delete only adds a delete
     marker, an overwrite keeps the old version, and both stay recoverable for the
-    bucket's retention. A compromised application cannot destroy its backups."""
+    bucket's retention.
+
+    In the `read_only` buckets the user may list and read, nothing else: the
+    application reads the backups its backup Jobs wrote with a key of their own,
+    and can neither add, replace nor delete one."""
     names = sorted({validate_bucket_name(b) for b in buckets})
     if not names:
         return {"Version": "2012-10-17", "Statement": [
             {"Sid": "NoBuckets", "Effect": "Deny", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]},
         ]}
     kept = sorted({validate_bucket_name(b) for b in protected} & set(names))
-    plain = [b for b in names if b not in kept]
+    readable = sorted({validate_bucket_name(b) for b in read_only} & set(names) - set(kept))
+    plain = [b for b in names if b not in kept and b not in readable]
     statements = [{"Sid": "TenantBuckets", "Effect": "Allow", "Action": list(BUCKET_ACTIONS),
                    "Resource": [f"arn:aws:s3:::{b}" for b in names]}]
     if plain:
         statements.append({"Sid": "TenantObjects", "Effect": "Allow", "Action": list(OBJECT_ACTIONS),
                            "Resource": [f"arn:aws:s3:::{b}/*" for b in plain]})
+    if readable:
+        statements.append({"Sid": "ReadOnlyObjects", "Effect": "Allow", "Action": list(READ_OBJECT_ACTIONS),
+                           "Resource": [f"arn:aws:s3:::{b}/*" for b in readable]})
     if kept:
         statements.append({"Sid": "ProtectedObjects", "Effect": "Allow",
                            "Action": [a for a in OBJECT_ACTIONS if a != "s3:DeleteObjectVersion"],
@@ -228,18 +242,21 @@ def normalize_policy(doc: Any) -> Any:
     return sorted(norm)
 
 
-def backups_rule(days: int, *, purged: bool) -> dict:
+def backups_rule(days: int, *, purged: bool, archive_days: int | None = None) -> dict:
     """The lifecycle rule of a tenant's versioned backups bucket, in S3's JSON shape.
 
     While the tenant lives, retention deletes old backups; versioning keeps each
     deleted or overwritten one recoverable for `days`, then it goes, and delete
     markers left with no version behind them are cleaned up. Once the tenant is
-    purged, every backup also expires `days` after it was taken, so the bucket
-    empties itself on the platform's schedule."""
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise ValueError(f"backups retention must be a positive number of days, got {days!r}")
+    purged, the bucket is its archive: everything in it (backups, final backup,
+    archived buckets) expires `archive_days` (default `days`) after it was
+    written, so it empties itself on the platform's schedule."""
+    for value in (days, archive_days if archive_days is not None else days):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"backups retention must be a positive number of days, got {value!r}")
+    expire = archive_days if archive_days is not None else days
     return {"ID": BACKUPS_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": ""},
-            "Expiration": {"Days": days} if purged else {"ExpiredObjectDeleteMarker": True},
+            "Expiration": {"Days": expire} if purged else {"ExpiredObjectDeleteMarker": True},
             "NoncurrentVersionExpiration": {"NoncurrentDays": days}}
 
 
@@ -259,7 +276,7 @@ def rule_is_current(rules: list[dict], wanted: dict) -> bool:
 def describe_backups_rule(rule: dict) -> str:
     days = rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
     if rule["Expiration"].get("Days"):
-        return f"lifecycle: backups expire {days} days after they were taken"
+        return f"lifecycle: archive expires {rule['Expiration']['Days']} days after it was written"
     return f"lifecycle: deleted or replaced backups stay recoverable for {days} days"
 
 
@@ -484,9 +501,34 @@ class MinioStore:
         with self._guard("listing buckets"):
             return sorted(b.name for b in self._s3.list_buckets() if b.name.startswith(prefix))
 
-    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False) -> list[str]:
+    def archive_bucket(self, source: str, target: str, prefix: str) -> tuple[int, int]:
+        """Copy the current version of every object of `source` to `target` under
+        `prefix`, server-side; (objects, bytes) copied. Objects already there
+        with the same ETag are skipped, so a retried archive costs only listings."""
+        validate_bucket_name(source)
+        validate_bucket_name(target)
+        copied = size = 0
+        with self._guard(f"archiving bucket {source} into {target}"):
+            there = {o.object_name: o.etag for o in self._s3.list_objects(target, prefix=prefix, recursive=True)}
+            for obj in self._s3.list_objects(source, recursive=True):
+                key = prefix + obj.object_name
+                if obj.is_dir or there.get(key) == obj.etag:
+                    continue
+                src = CopySource(source, obj.object_name)
+                if (obj.size or 0) > MAX_SINGLE_COPY:
+                    self._s3.compose_object(target, key, [ComposeSource(source, obj.object_name)])
+                else:
+                    self._s3.copy_object(target, key, src)
+                copied += 1
+                size += obj.size or 0
+        log.info("objectstorage: archived %d object(s), %d bytes of bucket %s into %s/%s",
+                 copied, size, source, target, prefix)
+        return copied, size
+
+    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False,
+                                 archive_days: int | None = None) -> list[str]:
         validate_bucket_name(bucket)
-        wanted = backups_rule(days, purged=purged)
+        wanted = backups_rule(days, purged=purged, archive_days=archive_days)
         with self._guard(f"setting lifecycle of bucket {bucket}"):
             current = self._s3.get_bucket_lifecycle(bucket)
             rules = list(current.rules) if current is not None else []
@@ -532,10 +574,11 @@ class MinioStore:
         return True
 
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
-                    current: Credentials | None, protected: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]:
+                    current: Credentials | None, protected: tuple[str, ...] = (),
+                    read_only: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]:
         validate_user_name(user)
         validate_user_name(policy_name, "policy name")
-        document = tenant_policy(buckets, protected)
+        document = tenant_policy(buckets, protected, read_only)
         changes: list[str] = []
         with self._guard(f"ensuring user {user}"):
             existing = self._policy_doc(policy_name)
@@ -793,9 +836,31 @@ class S3IamStore:
             names = [b["Name"] for b in self._s3.list_buckets().get("Buckets", [])]
         return sorted(n for n in names if n.startswith(prefix))
 
-    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False) -> list[str]:
+    def archive_bucket(self, source: str, target: str, prefix: str) -> tuple[int, int]:
+        """As MinioStore.archive_bucket; boto3's managed copy goes multipart for large objects."""
+        validate_bucket_name(source)
+        validate_bucket_name(target)
+        copied = size = 0
+        with self._guard(f"archiving bucket {source} into {target}"):
+            there = {}
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=target, Prefix=prefix):
+                there.update({o["Key"]: o.get("ETag") for o in page.get("Contents", [])})
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=source):
+                for obj in page.get("Contents", []):
+                    key = prefix + obj["Key"]
+                    if there.get(key) == obj.get("ETag"):
+                        continue
+                    self._s3.copy({"Bucket": source, "Key": obj["Key"]}, target, key)
+                    copied += 1
+                    size += int(obj.get("Size") or 0)
+        log.info("objectstorage: archived %d object(s), %d bytes of bucket %s into %s/%s",
+                 copied, size, source, target, prefix)
+        return copied, size
+
+    def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False,
+                                 archive_days: int | None = None) -> list[str]:
         validate_bucket_name(bucket)
-        wanted = backups_rule(days, purged=purged)
+        wanted = backups_rule(days, purged=purged, archive_days=archive_days)
         with self._guard(f"setting lifecycle of bucket {bucket}"):
             try:
                 rules = self._s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
@@ -830,10 +895,11 @@ class S3IamStore:
         return keys
 
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
-                    current: Credentials | None, protected: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]:
+                    current: Credentials | None, protected: tuple[str, ...] = (),
+                    read_only: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]:
         validate_user_name(user)
         validate_user_name(policy_name, "policy name")
-        document = tenant_policy(buckets, protected)
+        document = tenant_policy(buckets, protected, read_only)
         changes: list[str] = []
         with self._guard(f"ensuring user {user}", iam=True):
             if not self._user_exists(user):

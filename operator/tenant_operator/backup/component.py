@@ -110,10 +110,10 @@ def cronjob_state(cronjob: dict | None, schedule: str) -> tuple[str, str, dateti
 
 
 def secrets_env(kube: Kube, namespace: str, service: str) -> dict[str, str]:
-    """The keys of `<service>-db-credentials` and `objectstorage-credentials`,
-    as the CronJob's environment has them (plus BACKUP_SERVICE)."""
+    """The keys of `<service>-db-credentials` and `backup-credentials`, as the
+    CronJob's environment has them (plus BACKUP_SERVICE)."""
     env: dict[str, str] = {}
-    for name in (naming.db_secret(service), naming.OBJECTSTORE_SECRET):
+    for name in (naming.db_secret(service), naming.BACKUP_SECRET):
         try:
             obj = kube.get("Secret", name, namespace)
         except ApiException as exc:
@@ -283,7 +283,7 @@ class BackupComponent:
                 raise exc from None
 
     def _store(self, t: Tenant, env: dict[str, str]):
-        """The backups bucket with the tenant's keys, else (disabled user) the admin's."""
+        """The backups bucket with the backup Jobs' keys, else (disabled user) the admin's."""
         from tenant_operator import backup
         from tenant_operator.backup.store import BackupStore, S3Settings
         s3 = S3Settings.from_env(env)

@@ -1,4 +1,4 @@
-"""The backups bucket, reached with the tenant's own keys (the `minio` client
+"""The backups bucket, reached with the backup Jobs' keys (the `minio` client
 speaks to MinIO and to AWS S3 alike).
 
 Every failure becomes a `BackupError` naming the endpoint, bucket and key,
@@ -36,11 +36,11 @@ class S3Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> S3Settings:
-        """From the keys of the `objectstorage-credentials` Secret."""
+        """From the keys of the `backup-credentials` Secret."""
         missing = [k for k in ("S3_BACKUPS_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not env.get(k)]
         if missing:
             raise SettingsError(f"missing object-storage settings: {', '.join(missing)} "
-                                "(expected from the objectstorage-credentials Secret)")
+                                "(expected from the backup-credentials Secret)")
         return cls(endpoint=env.get("S3_ENDPOINT", ""), region=env.get("S3_REGION") or "us-east-1",
                    bucket=env["S3_BACKUPS_BUCKET"], access_key=env["AWS_ACCESS_KEY_ID"],
                    secret_key=env["AWS_SECRET_ACCESS_KEY"])
