@@ -60,7 +60,7 @@ tenant-operator.credentialsEnv).
 */}}
 {{- define "tenant-operator.config" -}}
 {{- $c := .Values.config -}}
-{{- $out := dict "namespacePrefix" $c.namespacePrefix "defaultGracePeriod" $c.defaultGracePeriod "ingressControllerNamespace" $c.ingressControllerNamespace "workers" (int $c.workers) "backupsBucketRetentionDays" (int (default 90 $c.backupsBucketRetentionDays)) "backupImage" (default (include "tenant-operator.image" .) $c.backupImage) -}}
+{{- $out := dict "namespacePrefix" $c.namespacePrefix "defaultGracePeriod" $c.defaultGracePeriod "ingressControllerNamespace" $c.ingressControllerNamespace "workers" (int $c.workers) "backupsBucketRetentionDays" (int (default 90 $c.backupsBucketRetentionDays)) "archiveRetentionDays" (int (default 2555 $c.archiveRetentionDays)) "backupImage" (default (include "tenant-operator.image" .) $c.backupImage) -}}
 {{- with $c.sharedServices }}{{ $_ := set $out "sharedServices" . }}{{ end -}}
 {{- with $c.tiers }}{{ $_ := set $out "tiers" . }}{{ end -}}
 {{- if $c.mysql.servers -}}
