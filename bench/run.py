@@ -151,8 +151,8 @@ def pct(values: list[float], p: float) -> float:
 def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
     """The provisioning work with no operator: the reconcile core, called directly."""
     from tenant_operator import config as config_mod
+    from tenant_operator.backends import build_backends
     from tenant_operator.kube.client import Kube
-    from tenant_operator.provisioning import build_backends
     from tenant_operator.reconciler import Reconciler
     cfg = config_mod.load(config_path)
     kube = Kube.from_environment(cfg.field_manager, pool_size=workers * 2)
@@ -174,16 +174,16 @@ def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
                 pass
     elapsed = time.monotonic() - started
     # Clean up what the floor created, through the operator's own purge code path.
-    from tenant_operator import lifecycle, naming, spec
+    from tenant_operator import naming, spec
 
     def purge(name: str) -> None:
         obj = body(name)
         obj["metadata"]["uid"] = uids[name]
         t = spec.parse(obj, cfg)
-        for step in lifecycle.PURGE_STEPS[:-1]:
-            for b in rec.backends:
-                if hasattr(b, "purge_step"):
-                    b.purge_step(t, step)
+        for b in rec.backends:
+            b.revoke(t)
+        for b in rec.backends:
+            b.purge(t)
         kube.delete("Namespace", naming.namespace(name, cfg.namespace_prefix))
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(purge, names))

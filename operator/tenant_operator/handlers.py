@@ -19,8 +19,8 @@ import kopf
 
 from tenant_operator import GROUP, PLURAL, VERSION, lifecycle, metrics, naming, render
 from tenant_operator import config as config_mod
+from tenant_operator.backends import build_backends
 from tenant_operator.kube.client import Kube
-from tenant_operator.provisioning import build_backends
 from tenant_operator.reconciler import Reconciler
 
 log = logging.getLogger("tenant_operator")

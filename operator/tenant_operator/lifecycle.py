@@ -23,9 +23,10 @@ from tenant_operator.ownership import ANNOTATION_SKIP_FINAL_BACKUP, ANNOTATION_U
 
 log = logging.getLogger(__name__)
 
-# Purge order; each step is idempotent and recorded once done.
-PURGE_STEPS = ("revoke-credentials", "drop-databases", "delete-buckets", "delete-vhost", "delete-namespace")
-DATA_STEPS = {"drop-databases", "delete-buckets", "delete-vhost"}
+# The first and the last purge step; between them, each backend's `data_step`
+# in the backends' order. Each step is idempotent and recorded once done.
+REVOKE_STEP = "revoke-credentials"
+NAMESPACE_STEP = "delete-namespace"
 
 
 @dataclass
@@ -76,10 +77,11 @@ def tenant_for_deletion(body: dict, cfg) -> tuple[spec.Tenant, bool]:
                            skip_final_backup=spec.flag(annotations, ANNOTATION_SKIP_FINAL_BACKUP)), False
 
 
-def plan(t: spec.Tenant) -> tuple[str, ...]:
-    if t.deletion.policy == "Retain":
-        return tuple(s for s in PURGE_STEPS if s not in DATA_STEPS)
-    return PURGE_STEPS
+def plan(t: spec.Tenant, backends) -> tuple[str, ...]:
+    """Credentials first (nothing can write while data goes), then each
+    backend's data (policy Delete only), the namespace last."""
+    data = () if t.deletion.policy == "Retain" else tuple(b.data_step for b in backends if b.data_step)
+    return (REVOKE_STEP, *data, NAMESPACE_STEP)
 
 
 def advance(state, body: dict, live: dict, now: datetime | None = None) -> Step:
@@ -150,7 +152,7 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
         return Step(False, deletion["waitingOn"], retry_after=max(1.0, backup_retry), events=events)
 
     completed = list(deletion.get("completedSteps") or [])
-    for step in plan(t):
+    for step in plan(t, state.backends):
         if step in completed:
             continue
         try:
@@ -170,8 +172,7 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
         state.reconciler.report_terminating(body, deletion)
 
     if t.deletion.policy == "Retain":
-        kept = [item for backend in state.backends for item in (backend.retain(t) if hasattr(backend, "retain")
-                                                               else [])]
+        kept = [item for backend in state.backends for item in backend.retain(t)]
         events.append(("Normal", "DataRetained", "retained: " + (", ".join(kept) or "no external data") +
                        "; a new Tenant with the same name adopts them"))
     events.append(("Normal", "Purged", "all tenant resources removed; releasing the Tenant"))
@@ -220,11 +221,8 @@ def _final_backup(state, t: spec.Tenant) -> dict:
     buckets), merged; an error in any part fails the whole attempt."""
     at, objects, errors, skipped = status.now_iso(), [], [], []
     for backend in state.backends:
-        hook = getattr(backend, "final_backup", None)
-        if not hook:
-            continue
         try:
-            part = hook(t)
+            part = backend.final_backup(t)
         except BackendUnavailable as exc:
             part = {"error": str(exc)}
         objects.extend(part.get("objects") or [])
@@ -241,7 +239,7 @@ def _final_backup(state, t: spec.Tenant) -> dict:
 
 
 def _run_step(state, t: spec.Tenant, step: str, live: dict) -> tuple[bool, str]:
-    if step == "delete-namespace":
+    if step == NAMESPACE_STEP:
         ns = state.kube.get("Namespace", t.namespace)
         if ns is None:
             return True, f"namespace {t.namespace} is gone"
@@ -250,11 +248,8 @@ def _run_step(state, t: spec.Tenant, step: str, live: dict) -> tuple[bool, str]:
             return True, f"namespace {t.namespace} is not this Tenant's (no marker for its UID); left in place"
         state.kube.delete("Namespace", t.namespace)
         return False, f"waiting for namespace {t.namespace} to finalize"
-    done = []
-    for backend in state.backends:
-        hook = getattr(backend, "purge_step", None)
-        if hook:
-            detail = hook(t, step)
-            if detail:
-                done.append(detail)
-    return True, "; ".join(done) or "nothing to do"
+    if step == REVOKE_STEP:
+        done = [backend.revoke(t) for backend in state.backends]
+    else:
+        done = [backend.purge(t) for backend in state.backends if backend.data_step == step]
+    return True, "; ".join(d for d in done if d) or "nothing to do"

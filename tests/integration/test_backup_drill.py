@@ -35,8 +35,8 @@ import yaml
 from minio import Minio
 from minio.error import S3Error
 from tenant_operator import backup, config, naming, render, spec
-from tenant_operator.backends.mysql import MySQLBackend
-from tenant_operator.backends.objectstore import MinioStore
+from tenant_operator.backends.mysql.client import MySQLBackend
+from tenant_operator.backends.objectstore.client import MinioStore
 from tenant_operator.backup.component import BackupComponent
 from tenant_operator.kube.client import Kube
 from tenant_operator.kube.diff import needs_apply, with_hash
@@ -74,7 +74,7 @@ def root_client() -> Minio:
 
 class DrillTenant:
     """A tenant's database, user, backups bucket and storage user, and the keys
-    of its two Secrets, built the way provisioning.py builds them."""
+    of its two Secrets, built the way the backend components build them."""
 
     def __init__(self, name: str):
         self.name = name
@@ -492,7 +492,7 @@ def test_final_backup_reads_the_secrets_through_the_api(drill):
     suspended (MySQL user locked, storage user disabled) and a model that lists no
     databases (a Tenant whose spec no longer parses): the databases are found from
     their Secrets and the operator's admin credentials take over."""
-    from tenant_operator.backends.objectstore import Credentials
+    from tenant_operator.backends.objectstore.client import Credentials
 
     with drill.connect() as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")

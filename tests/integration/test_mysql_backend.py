@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pymysql
 import pytest
 from tenant_operator import config, naming
-from tenant_operator.backends.mysql import MySQLBackend
+from tenant_operator.backends.mysql.client import MySQLBackend
 from tenant_operator.errors import BackendUnavailable
 
 from .conftest import wait_for as _wait_for

@@ -25,7 +25,7 @@ from minio.error import S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from minio.versioningconfig import VersioningConfig
 from tenant_operator import naming
-from tenant_operator.backends.objectstore import (
+from tenant_operator.backends.objectstore.client import (
     BACKUPS_RULE_ID,
     BucketNotEmpty,
     Credentials,

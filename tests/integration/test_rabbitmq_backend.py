@@ -17,7 +17,7 @@ import pika
 import pika.exceptions
 import pytest
 import requests
-from tenant_operator.backends.rabbitmq import RabbitMQBackend, amqp_url
+from tenant_operator.backends.rabbitmq.client import RabbitMQBackend, amqp_url
 from tenant_operator.config import RabbitMQConfig
 from tenant_operator.errors import BackendUnavailable
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from tenant_operator import config, lifecycle, spec
+from tenant_operator.backends import build_backends
 
 CFG = config.from_dict({"defaultGracePeriod": "48h", "namespacePrefix": "saas-"})
 
@@ -15,20 +16,35 @@ def tenant(policy: str) -> spec.Tenant:
                        "spec": {"databases": ["auth"], "deletion": {"policy": policy}}}, CFG)
 
 
+BACKENDS = build_backends(CFG, None)
+DATA_STEPS = {b.data_step for b in BACKENDS if b.data_step}
+
+
 def test_delete_plan_has_five_steps_in_order():
-    assert lifecycle.plan(tenant("Delete")) == (
+    assert lifecycle.plan(tenant("Delete"), BACKENDS) == (
         "revoke-credentials", "drop-databases", "delete-buckets", "delete-vhost", "delete-namespace")
 
 
+def test_the_plan_is_built_from_the_backends():
+    class Queue:
+        data_step = "delete-queues"
+
+    class NoData:
+        data_step = ""
+    assert lifecycle.plan(tenant("Delete"), [Queue(), NoData()]) == (
+        "revoke-credentials", "delete-queues", "delete-namespace")
+
+
 def test_retain_plan_keeps_all_data():
-    steps = lifecycle.plan(tenant("Retain"))
+    steps = lifecycle.plan(tenant("Retain"), BACKENDS)
     assert steps == ("revoke-credentials", "delete-namespace")
-    assert not set(steps) & lifecycle.DATA_STEPS
+    assert DATA_STEPS == {"drop-databases", "delete-buckets", "delete-vhost"}
+    assert not set(steps) & DATA_STEPS
 
 
 def test_every_plan_revokes_first_and_deletes_the_namespace_last():
     for policy in ("Delete", "Retain"):
-        steps = lifecycle.plan(tenant(policy))
+        steps = lifecycle.plan(tenant(policy), BACKENDS)
         assert steps[0] == "revoke-credentials"
         assert steps[-1] == "delete-namespace"
         assert len(steps) == len(set(steps))
@@ -79,7 +95,7 @@ def test_tenant_for_deletion_falls_back_when_the_spec_is_invalid(spec_body, poli
     assert t.deletion.policy == policy
     assert CFG.default_grace_period == DEFAULT_GRACE
     assert t.deletion.grace_period == grace
-    assert lifecycle.plan(t)[-1] == "delete-namespace"
+    assert lifecycle.plan(t, BACKENDS)[-1] == "delete-namespace"
 
 
 def test_fallback_never_shortens_a_valid_grace_period():
@@ -95,7 +111,7 @@ def test_fallback_never_shortens_a_valid_grace_period():
 def test_fallback_for_retain_still_retains_data():
     body = {"metadata": {"name": "acme"}, "spec": {"tier": "gold", "deletion": {"policy": "Retain"}}}
     t, _valid = lifecycle.tenant_for_deletion(body, CFG)
-    assert lifecycle.plan(t) == ("revoke-credentials", "delete-namespace")
+    assert lifecycle.plan(t, BACKENDS) == ("revoke-credentials", "delete-namespace")
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -7,8 +7,8 @@ import json
 import pymysql
 import pytest
 from tenant_operator import config
-from tenant_operator.backends import mysql
-from tenant_operator.backends.mysql import MySQLBackend, native_password_hash
+from tenant_operator.backends.mysql import client as mysql
+from tenant_operator.backends.mysql.client import MySQLBackend, native_password_hash
 from tenant_operator.errors import BackendUnavailable
 
 ADMIN_PASSWORD = "admin-S3cret!"
@@ -367,7 +367,7 @@ def test_closed_backend_refuses_calls(fake, backend):
 def test_connections_share_one_tls_context_in_preferred_mode():
     """pymysql builds a TLS context per connection in its default mode; ours
     reuse one (building it loads the CA store, a measured cost)."""
-    from tenant_operator.backends.mysql import connect
+    from tenant_operator.backends.mysql.client import connect
     a = connect(host="127.0.0.1", port=1, user="u", password="p", defer_connect=True)
     b = connect(host="127.0.0.1", port=1, user="v", password="q", defer_connect=True)
     assert a.ssl and not a._ssl_required          # still PREFERRED: TLS when offered, plain otherwise

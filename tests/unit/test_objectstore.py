@@ -12,8 +12,8 @@ from urllib.parse import quote
 import botocore.session
 import pytest
 from botocore.stub import ANY, Stubber
-from tenant_operator.backends import objectstore
-from tenant_operator.backends.objectstore import (
+from tenant_operator.backends.objectstore import client as objectstore
+from tenant_operator.backends.objectstore.client import (
     BACKUPS_RULE_ID,
     BucketListing,
     BucketNotEmpty,

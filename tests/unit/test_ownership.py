@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from tenant_operator import config, lifecycle, ownership, spec
+from tenant_operator.backends.mysql.component import MySQLComponent
 from tenant_operator.components import ComponentResult
-from tenant_operator.provisioning import MySQLComponent
 from tenant_operator.reconciler import Reconciler
 from tenant_operator.status import Condition
 
@@ -160,6 +160,7 @@ def test_final_backup_records_an_unreachable_backend_and_a_tenant_without_databa
 
 
 def test_the_final_backup_is_every_backends_part_and_fails_if_any_part_fails():
+    from tenant_operator.backends.base import Component
     class Part:
         def __init__(self, out):
             self.out = out
@@ -168,7 +169,7 @@ def test_the_final_backup_is_every_backends_part_and_fails_if_any_part_fails():
             return self.out
 
     class S:
-        backends = [Part({"objects": ["s3://b/mysql/auth/x.sql.gz"]}), object(),
+        backends = [Part({"objects": ["s3://b/mysql/auth/x.sql.gz"]}), Component(),
                     Part({"objects": ["s3://b/archive/acme-media/"]})]
 
     t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid="u1")
@@ -203,7 +204,7 @@ ARCHIVED_BY_U0 = {"tenancy.dev/tenant-uid": "u0", "tenancy.dev/state": "archived
      "acme-backupsuuid0001"),                                                       # once used, it sticks
 ])
 def test_backups_bucket_of_a_recreated_tenant(uid, existing, expected):
-    from tenant_operator.provisioning import ObjectStorageComponent
+    from tenant_operator.backends.objectstore.component import ObjectStorageComponent
     component = ObjectStorageComponent(CFG, None)
     component._store = TagStore(existing)
     t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid=uid)

@@ -10,8 +10,8 @@ from urllib.parse import unquote
 
 import pytest
 import requests
-from tenant_operator.backends import rabbitmq
-from tenant_operator.backends.rabbitmq import (
+from tenant_operator.backends.rabbitmq import client as rabbitmq
+from tenant_operator.backends.rabbitmq.client import (
     RabbitMQBackend,
     amqp_url,
     hash_password,

@@ -10,8 +10,8 @@ import copy
 import pytest
 from kubernetes.client.rest import ApiException
 from tenant_operator import config, naming, render
+from tenant_operator.backends.mysql.component import MySQLComponent
 from tenant_operator.errors import BackendUnavailable
-from tenant_operator.provisioning import MySQLComponent
 from tenant_operator.reconciler import Reconciler
 
 CFG = config.from_dict({"mysql": {"servers": {"main": {"host": "db.shared", "port": 3306}}}})

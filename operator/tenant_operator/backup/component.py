@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from kubernetes.client.rest import ApiException
 
 from tenant_operator import naming
+from tenant_operator.backends.base import Component
 from tenant_operator.backup import BackupError, SettingsError
 from tenant_operator.components import ComponentResult, live_secret_data
 from tenant_operator.config import OperatorConfig
@@ -125,7 +126,9 @@ def secrets_env(kube: Kube, namespace: str, service: str) -> dict[str, str]:
     return env
 
 
-class BackupComponent:
+class BackupComponent(Component):
+    """Holds no data of its own: its part of the deletion is the final dump."""
+
     component = "backup"
     condition_type = "BackupsReady"
 

@@ -150,7 +150,7 @@ def server_version(db: DbSettings, connect_timeout: float = 10.0) -> str:
     fails early, before anything is uploaded, when the database is unreachable."""
     import pymysql
 
-    from tenant_operator.backends.mysql import connect
+    from tenant_operator.backends.mysql.client import connect
     try:
         conn = connect(host=db.host, port=db.port, user=db.user, password=db.password,
                        database=db.database, connect_timeout=connect_timeout,

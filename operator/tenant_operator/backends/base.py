@@ -1,0 +1,172 @@
+"""What every backend component shares, and the interface the deletion
+lifecycle is built from.
+
+A component turns the Tenant model into backend state (through its backend's
+`client`) plus the credentials Secret that describes it. Shared rules live in
+`BackendComponent`:
+
+- a credential is generated once (`secrets`), then read back from its Secret;
+  a deleted Secret yields a new credential that is set on the backend BEFORE
+  the Secret is written, so the Secret never disagrees with the backend;
+- the rotate annotation (`tenancy.dev/rotate-credentials`) rotates when its
+  value differs from `status.credentials.rotationToken`;
+- backend calls are skipped while nothing relevant changed (same generation,
+  rotation token, Secret versions) and the last full check is younger than
+  `backendResyncInterval`: drift checks of a quiet tenant stay cheap;
+- an unreachable backend gives a False condition with the error and a retry
+  with backoff; the Secrets already there are kept.
+
+The deletion interface (`Component`): `final_backup` (this backend's part of
+the final backup), `revoke` (credentials, the first purge step), `purge` (the
+data, under the purge step named `data_step`) and `retain` (policy Retain).
+Each acts only on what carries this Tenant's UID marker and says what it did.
+`lifecycle.plan` orders the steps from these; no step names are hard-coded there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+
+from kubernetes.client.rest import ApiException
+
+from tenant_operator import naming, render
+from tenant_operator.components import ComponentResult, live_secret_data
+from tenant_operator.config import OperatorConfig
+from tenant_operator.errors import BackendUnavailable, ConfigError
+from tenant_operator.kube.client import Kube
+from tenant_operator.metrics import BACKEND_ERRORS
+from tenant_operator.ownership import NameConflict
+from tenant_operator.spec import Tenant
+from tenant_operator.status import Condition, now_iso
+
+log = logging.getLogger(__name__)
+
+
+def new_password() -> str:
+    """32 URL-safe ASCII characters (192 bits)."""
+    return secrets.token_urlsafe(24)
+
+
+def rotation_requested(t: Tenant, current_status: dict) -> bool:
+    done = (current_status.get("credentials") or {}).get("rotationToken", "")
+    return bool(t.rotate_token) and t.rotate_token != done
+
+
+class Component:
+    """The deletion interface; the defaults do nothing (a component without data)."""
+
+    data_step = ""        # the purge step deleting this component's data, as recorded in status.deletion
+
+    def final_backup(self, t: Tenant) -> dict:
+        """This component's part of the final backup: {"objects": [...]}, plus
+        "error" (the attempt failed: nothing may be purged) or "skipped". Never raises."""
+        return {"objects": []}
+
+    def revoke(self, t: Tenant) -> str:
+        """Delete this Tenant's credentials on the backend; what was done ("" for nothing)."""
+        return ""
+
+    def purge(self, t: Tenant) -> str:
+        """Delete this Tenant's data on the backend (the `data_step`); what was done."""
+        return ""
+
+    def retain(self, t: Tenant) -> list[str]:
+        """Policy Retain: mark this Tenant's data kept for a later Tenant of the same name; what was kept."""
+        return []
+
+
+class BackendComponent(Component):
+    component = ""        # tenancy.dev/component label of its Secrets
+    condition_type = ""
+    backend_name = ""     # for errors and metrics
+
+    def __init__(self, cfg: OperatorConfig, kube: Kube):
+        self.cfg = cfg
+        self.kube = kube
+        self._cache: dict[str, tuple[tuple, float, ComponentResult]] = {}
+        self._lock = threading.Lock()
+
+    # --- to implement -------------------------------------------------------------------
+    def wanted(self, t: Tenant) -> bool:
+        raise NotImplementedError
+
+    def converge(self, t: Tenant, live: dict, rotate: bool) -> ComponentResult:
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------
+    def _secrets(self, t: Tenant, live: dict) -> dict[str, dict]:
+        return {key[3]: obj for key, obj in live.items()
+                if key[1] == "Secret" and key[2] == t.namespace
+                and obj["metadata"].get("labels", {}).get(naming.LABEL_COMPONENT) == self.component}
+
+    def read_secret(self, t: Tenant, live: dict, name: str) -> dict[str, str]:
+        """Decoded data of the tenant's Secret `name`. The watch cache can lag just
+        behind our own write, so a miss is confirmed with one GET."""
+        obj = live.get(("v1", "Secret", t.namespace, name))
+        if obj is None:
+            try:
+                obj = self.kube.get("Secret", name, t.namespace)
+            except ApiException as exc:
+                raise BackendUnavailable("kubernetes", f"cannot read Secret {name}: {exc.status}") from None
+        return live_secret_data(obj)
+
+    def secret(self, t: Tenant, name: str, data: dict[str, str], annotations: dict | None = None) -> dict:
+        obj = render.secret(t, name, self.component, data)
+        if annotations:
+            obj["metadata"]["annotations"] = annotations
+        return obj
+
+    def _key(self, t: Tenant, live: dict, rotate: bool) -> tuple:
+        versions = tuple(sorted((n, o["metadata"].get("resourceVersion", ""))
+                                for n, o in self._secrets(t, live).items()))
+        return (t.generation, t.suspended, rotate, t.rotate_token, versions, t.uid)
+
+    def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False) -> ComponentResult | None:
+        if not self.wanted(t) and not self._secrets(t, live):
+            self._cache.pop(t.name, None)
+            return None
+        rotate = rotation_requested(t, current_status)
+        key = (*self._key(t, live, rotate), terminating)
+        cached = self._cache.get(t.name)
+        if cached and cached[0] == key and time.monotonic() - cached[1] < self.cfg.backend_resync_interval \
+                and not cached[2].failed and self._secrets_present(cached[2], live):
+            # Same outcome as last time, but its events were already posted.
+            return dataclasses.replace(cached[2], events=[])
+        try:
+            result = self.converge(t, live, rotate, terminating)
+        except NameConflict as exc:
+            result = ComponentResult(component=self.component,
+                                     condition=Condition(self.condition_type, False, "NameConflict", str(exc)),
+                                     objects=list(self._secrets(t, live).values()), failed=True)
+        except BackendUnavailable as exc:
+            BACKEND_ERRORS.labels(self.backend_name).inc()
+            log.warning("tenant %s: %s", t.name, exc)
+            result = ComponentResult(
+                component=self.component,
+                condition=Condition(self.condition_type, False, "BackendUnavailable", str(exc)),
+                objects=list(self._secrets(t, live).values()),   # keep what exists
+                failed=True)
+        except ConfigError as exc:
+            result = ComponentResult(component=self.component,
+                                     condition=Condition(self.condition_type, False, "NotConfigured", str(exc)),
+                                     objects=list(self._secrets(t, live).values()), failed=False)
+        if rotate and not result.failed:
+            result.status["credentials"] = {"rotationToken": t.rotate_token, "rotatedAt": now_iso()}
+            result.events.append(("Normal", "CredentialsRotated", f"{self.backend_name} credentials rotated"))
+        self._cache[t.name] = (key, time.monotonic(), result)
+        return result
+
+    @staticmethod
+    def _secrets_present(result: ComponentResult, live: dict) -> bool:
+        """A Secret the last pass produced that is gone now means the credential
+        must be re-established, whatever else is unchanged."""
+        return all(render.object_key(o) in live for o in result.objects if o["kind"] == "Secret")
+
+    def forget(self, tenant: str) -> None:
+        self._cache.pop(tenant, None)
+
+

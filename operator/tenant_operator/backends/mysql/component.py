@@ -1,0 +1,202 @@
+"""MySQL databases and users of a tenant, with their `<service>-db-credentials` Secrets."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from tenant_operator import naming, ownership
+from tenant_operator.backends.base import BackendComponent, new_password
+from tenant_operator.components import ComponentResult
+from tenant_operator.errors import ConfigError
+from tenant_operator.ownership import NameConflict
+from tenant_operator.spec import Tenant
+from tenant_operator.status import Condition
+
+log = logging.getLogger(__name__)
+
+DB_ANNOTATION_DATABASE = "tenancy.dev/mysql-database"
+DB_ANNOTATION_USER = "tenancy.dev/mysql-user"
+DB_ANNOTATION_SERVER = "tenancy.dev/mysql-server"
+
+
+class MySQLComponent(BackendComponent):
+    component = "mysql"
+    condition_type = "DatabasesReady"
+    backend_name = "mysql"
+    data_step = "drop-databases"
+
+    def __init__(self, cfg, kube):
+        super().__init__(cfg, kube)
+        self._clients: dict = {}
+        # (tenant, service) -> object key of a fresh dump; wired to the backup component.
+        self.final_dump = None
+
+    def client(self, server_name: str):
+        from tenant_operator.backends.mysql.client import MySQLBackend
+        server = self.cfg.mysql_server(server_name)
+        with self._lock:
+            if server.name not in self._clients:
+                self._clients[server.name] = MySQLBackend(server, pool_size=max(2, self.cfg.workers))
+            return self._clients[server.name]
+
+    def wanted(self, t: Tenant) -> bool:
+        return bool(t.databases)
+
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
+        from tenant_operator.backends.mysql.client import Owner
+        if t.databases and not self.cfg.mysql_servers:
+            raise ConfigError("mysql.servers", "the tenant asks for databases but no MySQL server is configured")
+        server = self.cfg.mysql_server(t.mysql_server) if t.databases else None
+        objects, changes, events, conflicts = [], [], [], []
+        # One read of the bookkeeping per server serves both the names recorded
+        # for the spec's services and the services removed from it.
+        owned = {name: self.client(name).owned_by(t.uid) for name in sorted(self.cfg.mysql_servers)} \
+            if t.uid else {}
+        # Names recorded when they were created win over derived ones: a change
+        # in how names are derived never orphans an existing database.
+        recorded = {(r.service, r.kind): r.name for r in owned.get(server.name, [])} if server else {}
+        for service in t.databases:
+            db = recorded.get((service, "database")) or naming.mysql_database(t.name, service)
+            user = recorded.get((service, "user")) or naming.mysql_user(t.name, service)
+            name = naming.db_secret(service)
+            data = self.read_secret(t, live, name)
+            password = data.get("DB_PASSWORD", "")
+            if rotate or not password:
+                password = new_password()
+            try:
+                made = self.client(server.name).ensure_account(
+                    db, user, password, max_user_connections=t.mysql_max_user_connections, locked=t.suspended,
+                    owner=Owner(t.name, t.uid, service, t.adopt_existing))
+            except NameConflict as exc:
+                conflicts.append(str(exc))
+                kept = self._secrets(t, live).get(name)
+                if kept is not None:
+                    objects.append(kept)
+                continue
+            changes.extend(f"{service}: {c}" for c in made)
+            objects.append(self._db_secret(t, server, service, db, user, password))
+
+        pending = self._removed_services(t, live, owned, terminating, objects, events)
+        status = {"pendingRemovals": {"databases": pending}} if pending else {}
+        if changes:
+            events.append(("Normal", "DatabasesUpdated", "; ".join(changes)))
+        if conflicts:
+            cond = Condition(self.condition_type, False, "NameConflict", "; ".join(conflicts))
+        elif not t.databases:
+            cond = Condition(self.condition_type, True, "NotRequested", "no databases in spec")
+        elif t.suspended:
+            cond = Condition(self.condition_type, True, "Locked",
+                             f"{len(t.databases)} database user(s) locked while suspended")
+        else:
+            cond = Condition(self.condition_type, True, "Provisioned",
+                             f"{len(t.databases)} database(s) on server {server.name}")
+        return ComponentResult(self.component, cond, objects=objects, events=events, status=status,
+                               failed=bool(conflicts))
+
+    def _db_secret(self, t: Tenant, server, service: str, db: str, user: str, password: str) -> dict:
+        url = f"mysql://{quote(user, safe='')}:{quote(password, safe='')}@{server.tenant_host}:{server.port}/{db}"
+        return self.secret(t, naming.db_secret(service), {
+            "DB_HOST": server.tenant_host, "DB_PORT": str(server.port), "DB_DATABASE": db,
+            "DB_USERNAME": user, "DB_PASSWORD": password, "DATABASE_URL": url,
+        }, {DB_ANNOTATION_DATABASE: db, DB_ANNOTATION_USER: user, DB_ANNOTATION_SERVER: server.name})
+
+    def _removed_services(self, t: Tenant, live: dict, owned: dict[str, list], terminating: bool, objects: list,
+                          events: list) -> list[dict]:
+        """Services gone from spec.databases, found in the server's bookkeeping
+        for this Tenant's UID (never in anything a tenant can edit). Each waits
+        out its own grace period, locked but intact, with its Secret kept; a
+        final dump is taken before it is dropped (policy Delete) or it is kept
+        (policy Retain). While the Tenant is terminating nothing changes here."""
+        from tenant_operator.lifecycle import iso_time, parse_time
+        pending = []
+        now = datetime.now(UTC)
+        for server_name, server_rows in owned.items():
+            client = self.client(server_name)
+            rows = [r for r in server_rows if r.service not in t.databases]
+            by_service: dict[str, list] = {}
+            for row in rows:
+                by_service.setdefault(row.service, []).append(row)
+            for service, svc_rows in sorted(by_service.items()):
+                db = next((r.name for r in svc_rows if r.kind == "database"), "")
+                user = next((r.name for r in svc_rows if r.kind == "user"), "")
+                secret = self._secrets(t, live).get(naming.db_secret(service))
+                if secret is not None:
+                    objects.append(secret)   # kept until the database goes: re-adding restores it as it was
+                if any(r.state == ownership.RETAINED for r in svc_rows) or terminating:
+                    continue
+                purge_after = next((r.purge_after for r in svc_rows if r.purge_after), "")
+                if not purge_after:
+                    purge_after = iso_time(now + timedelta(seconds=t.deletion.grace_period))
+                    for row in svc_rows:
+                        client.mark(row.kind, row.name, t.uid, ownership.PENDING, purge_after)
+                    if user:
+                        client.lock(user, True)
+                    events.append(("Warning", "DatabasePendingRemoval",
+                                   f"{service}: database {db} removed from spec.databases; its user is locked and "
+                                   f"the data is kept until {purge_after} (re-add the service to keep it)"))
+                if now < parse_time(purge_after):
+                    pending.append({"service": service, "database": db, "server": server_name,
+                                    "purgeAfter": purge_after})
+                    continue
+                # Grace over: a final dump first; no dump, no drop.
+                try:
+                    key = self.final_dump(t, service) if self.final_dump and db else ""
+                except Exception as exc:  # noqa: BLE001 - recorded; the database stays
+                    pending.append({"service": service, "database": db, "server": server_name,
+                                    "purgeAfter": purge_after, "waitingOn": f"final dump failed: {exc}"[:300]})
+                    events.append(("Warning", "FinalBackupFailed", f"{service}: {exc}"[:500]))
+                    continue
+                if user:
+                    client.drop_owned("user", user, t.uid)
+                if t.deletion.policy == "Delete":
+                    if db:
+                        client.drop_owned("database", db, t.uid)
+                    events.append(("Normal", "DatabaseDropped", f"{service}: dropped {db} after its grace period "
+                                   f"(final dump {key}; deletion policy Delete)"))
+                else:
+                    if db:
+                        client.mark("database", db, t.uid, ownership.RETAINED)
+                    events.append(("Normal", "DatabaseRetained", f"{service}: kept {db} (final dump {key}; "
+                                   "deletion policy Retain); its user was dropped"))
+                if secret is not None:
+                    objects.remove(secret)
+        return pending
+
+    # --- deletion -------------------------------------------------------------------------
+    def _owned(self, t: Tenant) -> list[tuple[object, object]]:
+        """(client, row) for everything any configured server records for the UID."""
+        out = []
+        for server_name in sorted(self.cfg.mysql_servers):
+            client = self.client(server_name)
+            out.extend((client, row) for row in client.owned_by(t.uid))
+        return out
+
+    def owned_services(self, t: Tenant) -> list[str]:
+        """Services with a database recorded for this Tenant's UID."""
+        if not self.cfg.mysql_servers or not t.uid:
+            return []
+        return sorted({row.service for _c, row in self._owned(t) if row.kind == "database"})
+
+    def _drop(self, t: Tenant, kind: str) -> str:
+        if not self.cfg.mysql_servers or not t.uid:
+            return ""
+        dropped = [row.name for client, row in self._owned(t)
+                   if row.kind == kind and client.drop_owned(kind, row.name, t.uid)]
+        return f"dropped MySQL {kind}s {', '.join(dropped)}" if dropped else ""
+
+    def revoke(self, t: Tenant) -> str:
+        return self._drop(t, "user")
+
+    def purge(self, t: Tenant) -> str:
+        return self._drop(t, "database")
+
+    def retain(self, t: Tenant) -> list[str]:
+        """Policy Retain: mark the databases kept for a later Tenant of the same name."""
+        kept = []
+        for client, row in self._owned(t):
+            if row.kind == "database":
+                client.mark("database", row.name, t.uid, ownership.RETAINED)
+                kept.append(f"database {row.name}")
+        return kept

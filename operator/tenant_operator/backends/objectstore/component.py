@@ -1,0 +1,255 @@
+"""A tenant's buckets, its storage users and the Secrets that carry their keys."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from tenant_operator import naming, ownership
+from tenant_operator.backends.base import BackendComponent
+from tenant_operator.components import ComponentResult
+from tenant_operator.errors import BackendUnavailable, ConfigError
+from tenant_operator.ownership import NameConflict
+from tenant_operator.spec import Tenant
+from tenant_operator.status import Condition, now_iso
+
+log = logging.getLogger(__name__)
+
+class ObjectStorageComponent(BackendComponent):
+    component = "objectstorage"
+    condition_type = "ObjectStorageReady"
+    backend_name = "objectstorage"
+    data_step = "delete-buckets"
+
+    def __init__(self, cfg, kube):
+        super().__init__(cfg, kube)
+        self._store = None
+        self._listing = None
+
+    @property
+    def store(self):
+        from tenant_operator.backends.objectstore.client import BucketListing, make_objectstore
+        with self._lock:
+            if self._store is None:
+                if self.cfg.object_storage is None:
+                    raise ConfigError("objectStorage", "the tenant asks for buckets but no object storage "
+                                                       "is configured")
+                self._store = make_objectstore(self.cfg.object_storage)
+                self._listing = BucketListing(self._store)
+            return self._store
+
+    def wanted(self, t: Tenant) -> bool:
+        return t.object_storage is not None or (bool(t.databases) and t.backup.enabled)
+
+    def _tagged(self, t: Tenant, names: list[str]) -> dict[str, dict[str, str]]:
+        """The buckets among `names` whose tags record this Tenant's UID, with their tags."""
+        out = {}
+        for name in names:
+            tags = self.store.bucket_tags(name)
+            if tags and tags.get(ownership.TAG_UID) == t.uid:
+                out[name] = tags
+        return out
+
+    def owned_buckets(self, t: Tenant) -> dict[str, dict[str, str]]:
+        """Buckets tagged with this Tenant's UID, listed afresh (purge, retained data).
+        Every derived bucket name, shortened or not, starts with `<tenant>-`."""
+        return self._tagged(t, self.store.list_buckets(f"{t.name}-")) if t.uid else {}
+
+    def backups_bucket(self, t: Tenant) -> str:
+        """`<tenant>-backups`, unless a purged predecessor of the same name left its
+        archive there: then a name of this UID's own, so a re-created Tenant never
+        sees (nor blocks on) the archives of the one before it. Once used, the
+        UID's name stays, even after the old archive expires."""
+        own, plain = naming.backups_bucket(t.name, t.uid), naming.backups_bucket(t.name)
+        if not t.uid:
+            return plain
+        if (self.store.bucket_tags(own) or {}).get(ownership.TAG_UID) == t.uid:
+            return own
+        tags = self.store.bucket_tags(plain) or {}
+        if tags.get(ownership.TAG_STATE) == ownership.ARCHIVED and tags.get(ownership.TAG_UID) != t.uid:
+            return own
+        return plain
+
+    def _is_backups(self, t: Tenant, bucket: str) -> bool:
+        return bucket in (naming.backups_bucket(t.name), naming.backups_bucket(t.name, t.uid))
+
+    def _claim(self, t: Tenant, bucket: str, create) -> list[str]:
+        """Make sure `bucket` is this Tenant's (tags), creating it if nobody has it."""
+        tags = self.store.bucket_tags(bucket)
+        decision = ownership.claim_decision(
+            (tags or {}).get(ownership.TAG_UID, ""), (tags or {}).get(ownership.TAG_TENANT, ""),
+            (tags or {}).get(ownership.TAG_STATE, ""), uid=t.uid, tenant=t.name, exists=tags is not None,
+            adopt=t.adopt_existing)
+        if decision == "conflict":
+            holder = (tags or {}).get(ownership.TAG_TENANT, "")
+            raise NameConflict("bucket", bucket, f"Tenant {holder} (another UID)" if holder else "")
+        changes = create()
+        wanted = {**(tags or {}), ownership.TAG_UID: t.uid, ownership.TAG_TENANT: t.name,
+                  ownership.TAG_STATE: ownership.ACTIVE}
+        wanted.pop(ownership.TAG_PURGE_AFTER, None)
+        if wanted != tags:
+            self.store.set_bucket_tags(bucket, wanted)
+            if decision != "create":
+                changes.append({"adopt-retained": "adopted retained bucket",
+                                "adopt-unmarked": "adopted unmarked bucket",
+                                "ours": "no longer pending removal"}[decision])
+        return changes
+
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
+        from tenant_operator.lifecycle import iso_time, parse_time
+        store = self.store
+        spec_buckets = t.object_storage.buckets if t.object_storage else ()
+        quota_gib = t.object_storage.quota_gib if t.object_storage else 0
+        quota = quota_gib * 2**30 if (quota_gib and store.supports_quota) else None
+        buckets = {name: naming.bucket(t.name, name) for name in spec_buckets}
+        backups = self.backups_bucket(t)
+        changes = []
+        for name in buckets.values():
+            changes.extend(f"{name}: {c}" for c in self._claim(
+                t, name, lambda n=name: store.ensure_bucket(n, quota_bytes=quota, versioning=False)))
+        changes.extend(f"{backups}: {c}" for c in self._claim(
+            t, backups, lambda: store.ensure_bucket(backups, quota_bytes=None, versioning=True)))
+        changes.extend(f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
+            backups, self.cfg.backups_bucket_retention_days))
+
+        listing = self._listing
+        listing.add([*buckets.values(), backups])
+        events, kept, pending = [], [], []
+        now = datetime.now(UTC)
+        candidates = [b for b in listing.names(f"{t.name}-")
+                      if b not in buckets.values() and not self._is_backups(t, b)]
+        for bucket, tags in sorted(self._tagged(t, candidates).items()):
+            state = tags.get(ownership.TAG_STATE, ownership.ACTIVE)
+            if state == ownership.RETAINED:
+                kept.append(bucket)
+                continue
+            if terminating:
+                continue
+            purge_after = tags.get(ownership.TAG_PURGE_AFTER, "")
+            if state != ownership.PENDING or not purge_after:
+                purge_after = iso_time(now + timedelta(seconds=t.deletion.grace_period))
+                store.set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.PENDING,
+                                               ownership.TAG_PURGE_AFTER: purge_after})
+                events.append(("Warning", "BucketPendingRemoval",
+                               f"{bucket} removed from spec; the tenant's key no longer reaches it and its "
+                               f"objects are kept until {purge_after} (re-add it to keep it)"))
+            if now < parse_time(purge_after):
+                pending.append({"bucket": bucket, "purgeAfter": purge_after})
+            elif t.deletion.policy == "Delete" or store.bucket_is_empty(bucket):
+                # Its contents go to the archive first, as a deleted tenant's do.
+                copied, size = store.archive_bucket(bucket, backups, f"{naming.ARCHIVE_PREFIX}{bucket}/")
+                store.delete_bucket(bucket, purge=True)
+                listing.discard(bucket)
+                events.append(("Normal", "BucketDeleted", f"deleted {bucket} after its grace period (removed from "
+                                                          f"spec, deletion policy Delete); its objects were archived "
+                                                          f"to s3://{backups}/{naming.ARCHIVE_PREFIX}{bucket}/ "
+                                                          f"({copied} copied now, {size} bytes)"))
+            else:
+                store.set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.RETAINED})
+                kept.append(bucket)
+
+        name = naming.OBJECTSTORE_SECRET
+        all_buckets = [*buckets.values(), backups]
+        cfg = self.cfg.object_storage
+        location = {"S3_ENDPOINT": cfg.tenant_endpoint, "S3_REGION": cfg.region, "S3_BACKUPS_BUCKET": backups}
+        # The application's key reads its backups but cannot write or delete one;
+        # only the backup Jobs' key (a Secret of its own) writes them.
+        creds = self._user(t, live, rotate, name, naming.storage_user(t.name), naming.storage_policy(t.name),
+                           all_buckets, changes, read_only=(backups,))
+        secret_data = {**location, "S3_BUCKETS": ",".join(buckets.values()),
+                       "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
+        for short, full in buckets.items():
+            secret_data[naming.bucket_env_key(short)] = full
+        backup_creds = self._user(t, live, rotate, naming.BACKUP_SECRET, naming.backup_user(t.name),
+                                  naming.backup_policy(t.name), [backups], changes, protected=(backups,))
+        backup_data = {**location, "AWS_ACCESS_KEY_ID": backup_creds.access_key,
+                       "AWS_SECRET_ACCESS_KEY": backup_creds.secret_key}
+        if changes:
+            events.append(("Normal", "ObjectStorageUpdated", "; ".join(changes)))
+        if kept:
+            cond = Condition(self.condition_type, True, "BucketsRetained",
+                             f"removed from spec but not empty, kept (deletion policy Retain): {', '.join(kept)}")
+        elif t.suspended:
+            cond = Condition(self.condition_type, True, "Disabled", "storage user disabled while suspended")
+        else:
+            cond = Condition(self.condition_type, True, "Provisioned",
+                             f"{len(all_buckets)} bucket(s) on {store.backend}" +
+                             (f", quota {quota_gib} GiB each" if quota else ""))
+        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data),
+                                                             self.secret(t, naming.BACKUP_SECRET, backup_data)],
+                               events=events, status={"pendingRemovals": {"buckets": pending}} if pending else {})
+
+    def _user(self, t: Tenant, live: dict, rotate: bool, secret: str, user: str, policy: str, buckets: list[str],
+              changes: list[str], **access) -> object:
+        """The storage user whose keys the Secret `secret` carries, as wanted."""
+        from tenant_operator.backends.objectstore.client import Credentials
+        data = self.read_secret(t, live, secret)
+        current = None
+        if data.get("AWS_ACCESS_KEY_ID") and data.get("AWS_SECRET_ACCESS_KEY"):
+            current = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
+        if rotate and current is not None:
+            current = self.store.rotate(user, current)
+        creds, user_changes = self.store.ensure_user(user, policy, buckets, enabled=not t.suspended,
+                                                     current=current, **access)
+        changes.extend(user_changes)
+        return creds
+
+    def final_backup(self, t: Tenant) -> dict:
+        """Archive the contents of every bucket of `t` into its backups bucket,
+        under archive/<bucket>/; never raises. Objects already archived by an
+        earlier attempt are not copied again."""
+        at = now_iso()
+        if self.cfg.object_storage is None or not t.uid:
+            return {"at": at, "objects": []}
+        try:
+            owned = self.owned_buckets(t)
+            backups = next((b for b in owned if self._is_backups(t, b)), "")
+            objects = []
+            for bucket in sorted(b for b in owned if not self._is_backups(t, b)):
+                if not backups:
+                    return {"at": at, "objects": [], "error": f"no backups bucket to archive {bucket} into"}
+                copied, size = self.store.archive_bucket(bucket, backups, f"{naming.ARCHIVE_PREFIX}{bucket}/")
+                objects.append(f"s3://{backups}/{naming.ARCHIVE_PREFIX}{bucket}/ ({copied} object(s), {size} bytes "
+                               "copied by this attempt)")
+            return {"at": at, "objects": objects}
+        except BackendUnavailable as exc:
+            return {"at": at, "objects": [], "error": f"archiving buckets: {exc}"}
+
+    def revoke(self, t: Tenant) -> str:
+        if self.cfg.object_storage is None:
+            return ""
+        gone = [what for what, user, policy in (
+            ("storage user", naming.storage_user(t.name), naming.storage_policy(t.name)),
+            ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name)))
+            if self.store.delete_user(user, policy)]
+        return f"deleted {' and '.join(gone)}" if gone else ""
+
+    def purge(self, t: Tenant) -> str:
+        """Every bucket tagged with the UID goes, but the backups bucket: it stays as
+        the tenant's archive, everything in it expiring archiveRetentionDays after it was written."""
+        if self.cfg.object_storage is None:
+            return ""
+        store = self.store
+        owned = self.owned_buckets(t)
+        gone = [b for b in owned if not self._is_backups(t, b) and store.delete_bucket(b, purge=True)]
+        done = [f"deleted buckets {', '.join(gone)}"] if gone else []
+        for backups, tags in owned.items():
+            if not self._is_backups(t, backups):
+                continue
+            done += [f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
+                backups, self.cfg.backups_bucket_retention_days, purged=True,
+                archive_days=self.cfg.archive_retention_days)]
+            if tags.get(ownership.TAG_STATE) != ownership.ARCHIVED:
+                # Marked as a purged Tenant's archive: a later Tenant of the same name uses another bucket.
+                store.set_bucket_tags(backups, {**tags, ownership.TAG_STATE: ownership.ARCHIVED})
+        return "; ".join(done)
+
+    def retain(self, t: Tenant) -> list[str]:
+        """Policy Retain: mark the buckets kept for a later Tenant of the same name."""
+        if self.cfg.object_storage is None:
+            return []
+        kept = []
+        for bucket, tags in self.owned_buckets(t).items():
+            self.store.set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.RETAINED})
+            kept.append(f"bucket {bucket}")
+        return kept

@@ -1,0 +1,110 @@
+"""A tenant's vhost, its RabbitMQ user and topology, and the `rabbitmq-credentials` Secret."""
+
+from __future__ import annotations
+
+import logging
+
+from tenant_operator import naming, ownership
+from tenant_operator.backends.base import BackendComponent, new_password
+from tenant_operator.components import ComponentResult
+from tenant_operator.errors import ConfigError
+from tenant_operator.ownership import NameConflict
+from tenant_operator.spec import Tenant
+from tenant_operator.status import Condition
+
+log = logging.getLogger(__name__)
+
+class RabbitMQComponent(BackendComponent):
+    component = "rabbitmq"
+    condition_type = "MessagingReady"
+    backend_name = "rabbitmq"
+    data_step = "delete-vhost"
+
+    def __init__(self, cfg, kube):
+        super().__init__(cfg, kube)
+        self._client = None
+
+    @property
+    def client(self):
+        from tenant_operator.backends.rabbitmq.client import RabbitMQBackend
+        with self._lock:
+            if self._client is None:
+                if self.cfg.rabbitmq is None:
+                    raise ConfigError("rabbitmq", "the tenant asks for messaging but no RabbitMQ is configured")
+                # Creating a vhost starts its message stores; on a broker holding
+                # hundreds of vhosts that takes longer than a short HTTP timeout.
+                self._client = RabbitMQBackend(self.cfg.rabbitmq, timeout=30.0)
+            return self._client
+
+    def wanted(self, t: Tenant) -> bool:
+        return t.messaging is not None
+
+    def _check(self, t: Tenant, what: str, name: str, marker: tuple[bool, str, bool]) -> None:
+        exists, uid, retained = marker
+        decision = ownership.claim_decision(uid, t.name if retained else "", ownership.RETAINED if retained else "",
+                                            uid=t.uid, tenant=t.name, exists=exists, adopt=t.adopt_existing)
+        if decision == "conflict":
+            raise NameConflict(f"RabbitMQ {what}", name, f"Tenant UID {uid}" if uid else "")
+
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
+        from tenant_operator.backends.rabbitmq.client import amqp_url
+        client, cfg = self.client, self.cfg.rabbitmq
+        vhost, user = naming.vhost(t.name), naming.rabbitmq_user(t.name)
+        # Both checked before either is touched: a user or vhost of another system is never taken over.
+        self._check(t, "vhost", vhost, client.vhost_marker(vhost))
+        self._check(t, "user", user, client.user_marker(user))
+        changes = list(client.ensure_vhost(vhost, max_connections=t.rabbitmq_max_connections,
+                                           max_queues=t.rabbitmq_max_queues, owner_uid=t.uid))
+        name = naming.RABBITMQ_SECRET
+        password = self.read_secret(t, live, name).get("RABBITMQ_PASSWORD", "")
+        if rotate or not password:
+            password = new_password()
+        changes.extend(client.ensure_user(user, password, vhost, enabled=not t.suspended, owner_uid=t.uid))
+        queues = {naming.queue(t.name, q): f"{q}.#" for q in (t.messaging.queues if t.messaging else ())}
+        topo, kept = client.ensure_topology(vhost, naming.events_exchange(t.name), queues)
+        changes.extend(topo)
+        secret_data = {
+            "RABBITMQ_HOST": cfg.tenant_host, "RABBITMQ_PORT": str(cfg.amqp_port), "RABBITMQ_VHOST": vhost,
+            "RABBITMQ_USERNAME": user, "RABBITMQ_PASSWORD": password,
+            "AMQP_URL": amqp_url(cfg.tenant_host, cfg.amqp_port, user, password, vhost),
+        }
+        events = [("Normal", "MessagingUpdated", "; ".join(changes))] if changes else []
+        if kept:
+            cond = Condition(self.condition_type, True, "QueuesRetained",
+                             f"removed from spec but not empty, kept until drained: {', '.join(kept)}")
+        elif t.suspended:
+            cond = Condition(self.condition_type, True, "Revoked",
+                             "permissions revoked and connections closed while suspended")
+        else:
+            cond = Condition(self.condition_type, True, "Provisioned",
+                             f"vhost {vhost} with {len(queues)} queue(s) bound to {naming.events_exchange(t.name)}")
+        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data)], events=events)
+
+    def revoke(self, t: Tenant) -> str:
+        if self.cfg.rabbitmq is None:
+            return ""
+        client, user = self.client, naming.rabbitmq_user(t.name)
+        exists, uid, _retained = client.user_marker(user)
+        if uid != t.uid or not t.uid:
+            return f"RabbitMQ user {user} is not this Tenant's; left alone" if exists else ""
+        return "deleted RabbitMQ user" if client.delete_user(user) else ""
+
+    def purge(self, t: Tenant) -> str:
+        if self.cfg.rabbitmq is None:
+            return ""
+        client, vhost = self.client, naming.vhost(t.name)
+        exists, uid, _retained = client.vhost_marker(vhost)
+        if uid != t.uid or not t.uid:
+            return f"vhost {vhost} is not this Tenant's; left alone" if exists else ""
+        return "deleted vhost" if client.delete_vhost(vhost) else ""
+
+    def retain(self, t: Tenant) -> list[str]:
+        """Policy Retain: mark the vhost kept for a later Tenant of the same name."""
+        if self.cfg.rabbitmq is None:
+            return []
+        vhost = naming.vhost(t.name)
+        _exists, uid, _retained = self.client.vhost_marker(vhost)
+        if uid != t.uid or not t.uid:
+            return []
+        self.client.mark_vhost(vhost, t.uid, retained=True)
+        return [f"vhost {vhost}"]
