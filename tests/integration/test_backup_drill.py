@@ -88,20 +88,21 @@ class DrillTenant:
         self.user = naming.mysql_user(name, SERVICE)
         self.password = secrets.token_urlsafe(24)
         self.bucket = naming.backups_bucket(name)
-        self.storage_user, self.policy = naming.storage_user(name), naming.storage_policy(name)
+        self.storage_user, self.policy = naming.backup_user(name), naming.backup_policy(name)
         self.db_secret: dict[str, str] = {}
         self.s3_secret: dict[str, str] = {}
 
     def provision(self) -> DrillTenant:
         self.mysql.ensure_account(self.database, self.user, self.password, max_user_connections=20, locked=False)
         self.store.ensure_bucket(self.bucket, quota_bytes=None, versioning=True)
-        creds, _ = self.store.ensure_user(self.storage_user, self.policy, [self.bucket], enabled=True, current=None)
+        creds, _ = self.store.ensure_user(self.storage_user, self.policy, [self.bucket], enabled=True, current=None,
+                                          protected=(self.bucket,))
         s = self.server
         url = f"mysql://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{s.tenant_host}:{s.port}/" \
               f"{self.database}"
         self.db_secret = {"DB_HOST": s.tenant_host, "DB_PORT": str(s.port), "DB_DATABASE": self.database,
                           "DB_USERNAME": self.user, "DB_PASSWORD": self.password, "DATABASE_URL": url}
-        self.s3_secret = {"S3_ENDPOINT": os.environ["MINIO_ENDPOINT"], "S3_REGION": "us-east-1", "S3_BUCKETS": "",
+        self.s3_secret = {"S3_ENDPOINT": os.environ["MINIO_ENDPOINT"], "S3_REGION": "us-east-1",
                           "S3_BACKUPS_BUCKET": self.bucket, "AWS_ACCESS_KEY_ID": creds.access_key,
                           "AWS_SECRET_ACCESS_KEY": creds.secret_key}
         self.s3 = minio_client(creds.access_key, creds.secret_key)
@@ -174,7 +175,7 @@ def cli(*args: str) -> list[str]:
 
 
 def secrets_for(drill: DrillTenant) -> dict[str, dict[str, str]]:
-    return {naming.db_secret(SERVICE): drill.db_secret, naming.OBJECTSTORE_SECRET: drill.s3_secret}
+    return {naming.db_secret(SERVICE): drill.db_secret, naming.BACKUP_SECRET: drill.s3_secret}
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -507,7 +508,7 @@ def test_final_backup_reads_the_secrets_through_the_api(drill):
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": t.namespace}}
     kubectl("create", "-f", "-", input=yaml.safe_dump_all([
         ns, secret(naming.db_secret(SERVICE), "mysql", drill.db_secret, {"tenancy.dev/mysql-server": "main"}),
-        secret(naming.OBJECTSTORE_SECRET, "objectstorage", drill.s3_secret)]))
+        secret(naming.BACKUP_SECRET, "objectstorage", drill.s3_secret)]))
     try:
         cfg = config.from_dict({
             "mysql": {"servers": {"main": {"host": drill.server.host, "port": drill.server.port,
@@ -523,7 +524,7 @@ def test_final_backup_reads_the_secrets_through_the_api(drill):
 
         drill.mysql.lock(drill.user, True)
         drill.store.ensure_user(drill.storage_user, drill.policy, [drill.bucket], enabled=False,
-                                current=Credentials(drill.s3_secret["AWS_ACCESS_KEY_ID"],
+                                protected=(drill.bucket,), current=Credentials(drill.s3_secret["AWS_ACCESS_KEY_ID"],
                                                     drill.s3_secret["AWS_SECRET_ACCESS_KEY"]))
         no_spec = spec.Tenant(name=t.name, namespace=t.namespace, tier="standard")
         second = component.final_backup(no_spec)
