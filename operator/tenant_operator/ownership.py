@@ -8,6 +8,8 @@ Tenant's UID. Each system stores the marker where a tenant cannot forge it:
   cluster-scoped object tenant users cannot edit);
 - MySQL: rows in the operator's own bookkeeping schema (`ownership_schema`);
 - object storage: bucket tags (only the operator's admin key may set them);
+  a storage user's policy carries a statement whose Sid holds the UID (MinIO
+  users have no tags; only the admin writes policies); an IAM user is tagged;
 - RabbitMQ: vhost metadata and a user tag (only the admin may set them).
 
 A name that exists without our marker belongs to someone else: the component
@@ -21,6 +23,7 @@ from a version that wrote no markers)."""
 from __future__ import annotations
 
 import fnmatch
+import json
 
 ANNOTATION_UID = "tenancy.dev/tenant-uid"
 ANNOTATION_ADOPT = "tenancy.dev/adopt-existing"
@@ -35,6 +38,9 @@ TAG_PURGE_AFTER = "tenancy.dev/purge-after"
 # RabbitMQ: a user tag and the vhost's tags carry `tenant-operator-uid:<uid>`.
 RABBIT_TAG_PREFIX = "tenant-operator-uid:"
 RABBIT_RETAINED_TAG = "tenant-operator-retained"
+
+# Storage users: the Sid of a statement in the user's policy (MinIO), or the IAM user's tag TAG_UID.
+POLICY_SID_PREFIX = "TenantOperatorOwner"
 
 ACTIVE, RETAINED, PENDING = "active", "retained", "pending-removal"
 ARCHIVED = "archived"   # a purged Tenant's backups bucket, kept for the platform's retention
@@ -64,6 +70,29 @@ def claim_decision(marker_uid: str, marker_tenant: str, state: str, *, uid: str,
     if not exists:
         return "create"
     return "adopt-unmarked" if adopt else "conflict"
+
+
+def uid_hex(uid: str) -> str:
+    """The UID as a policy Sid may hold it (letters and digits only)."""
+    return uid.replace("-", "").lower()
+
+
+def policy_owner(document) -> str:
+    """The UID (as `uid_hex`) a storage user's policy document (a dict, or its
+    JSON as the server returns it) is marked with, or ''."""
+    if isinstance(document, str | bytes):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            return ""
+    if not isinstance(document, dict):
+        return ""
+    statements = document.get("Statement") or []
+    for st in statements if isinstance(statements, list) else [statements]:
+        sid = str((st or {}).get("Sid") or "") if isinstance(st, dict) else ""
+        if sid.startswith(POLICY_SID_PREFIX):
+            return sid[len(POLICY_SID_PREFIX):].lower()
+    return ""
 
 
 def reserved(name: str, patterns: tuple[str, ...]) -> str:

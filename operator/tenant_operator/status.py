@@ -104,5 +104,15 @@ def desired_status(current: dict, *, generation: int, namespace: str, conditions
 
 def status_patch(current: dict, desired: dict) -> dict:
     """The merge patch that turns `current` into `desired` ({} when equal).
-    Only operator-owned top-level keys are compared; others are left alone."""
-    return {k: v for k, v in desired.items() if current.get(k) != v}
+    Only operator-owned top-level keys are compared; others are left alone.
+    Below them everything is the operator's: a key gone from a nested object
+    is removed with null, or a merge patch would keep it forever."""
+    return {k: _merge_patch(current.get(k), v) for k, v in desired.items() if current.get(k) != v}
+
+
+def _merge_patch(current, desired):
+    if not isinstance(current, dict) or not isinstance(desired, dict):
+        return desired
+    out = {k: _merge_patch(current.get(k), v) for k, v in desired.items() if current.get(k) != v}
+    out.update({k: None for k in current if k not in desired})
+    return out

@@ -9,24 +9,31 @@ platform's side is checked with the devenv's admin clients."""
 from __future__ import annotations
 
 import io
+import json
+import os
+from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
+from minio import Minio
 from minio.error import S3Error
 
 from .conftest import remove_bucket, unique, wait_for
 from .test_tenant_backends import (
     ACCOUNT_LOCKED,
     READY_TIMEOUT,
+    admin_minio,
     admin_rows,
     admin_s3,
     database_exists,
     db_error,
     db_query,
+    minio_user_exists,
     rabbit,
     rabbit_user_exists,
     s3_client,
+    s3_error,
     secret_data,
     tenant_events,
     vhost_exists,
@@ -371,3 +378,29 @@ def test_a_domain_routed_by_one_tenant_is_not_taken_by_another(tenants, core):
     # Once the first tenant lets the domain go, the second routes it.
     tenants.patch(first, {"spec": {"domains": []}})
     wait_condition(tenants, second, "IngressReady", "True", "Routed", timeout=90)
+
+
+def test_a_storage_user_of_another_system_is_not_taken_over(tenants, core):
+    """A MinIO user named like a tenant's storage user exists already (another
+    system's): it is neither reset, nor given the tenant's buckets, nor deleted."""
+    name = unique("own-su")
+    minio = admin_minio()
+    minio.user_add(f"tenant-{name}", "their-secret-key")
+    probe = Minio(urlsplit(os.environ["MINIO_ENDPOINT"]).netloc, access_key=f"tenant-{name}",
+                  secret_key="their-secret-key", secure=False)
+    try:
+        tenants.create(name, databases=["auth"])
+        cond = wait_condition(tenants, name, "ObjectStorageReady", "False", "NameConflict", timeout=90)
+        assert f"tenant-{name}" in cond["message"]
+        assert "policyName" not in json.loads(minio.user_info(f"tenant-{name}")), "no policy given to it"
+        # Its own key still signs (a reset key would give InvalidAccessKeyId or SignatureDoesNotMatch).
+        wait_for(lambda: s3_error(lambda: probe.list_buckets()) in (None, "AccessDenied"), 20,
+                 what="the foreign user still signs with its own key")
+        tenants.delete(name)
+        tenants.patch(name, {"metadata": {"annotations": {"tenancy.dev/purge-now": "true",
+                                                          "tenancy.dev/skip-final-backup": "true"}}})
+        wait_for(lambda: tenants.gone(name), 120, what=f"{name} released")
+        assert minio_user_exists(f"tenant-{name}")
+        assert not minio_user_exists(f"backup-{name}"), "nothing of the tenant's was created next to it"
+    finally:
+        minio.user_remove(f"tenant-{name}")

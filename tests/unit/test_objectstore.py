@@ -549,3 +549,53 @@ def test_bucket_listing_applies_this_process_changes_at_once():
     listing.add(["acme-new"])
     assert listing.names("acme-") == ["acme-data", "acme-new"]
     assert store.calls == 1
+
+
+# --- ownership of storage users ------------------------------------------------------------
+
+UID = "6f1c2a3b-0d4e-4f5a-9b8c-7d6e5f4a3b2c"
+
+
+def test_the_policy_of_a_tenants_user_carries_its_uid():
+    from tenant_operator import ownership
+    doc = tenant_policy(BUCKETS, owner_uid=UID)
+    assert ownership.policy_owner(doc) == UID.replace("-", "")
+    (marker,) = [st for st in doc["Statement"] if st["Sid"].startswith(ownership.POLICY_SID_PREFIX)]
+    assert marker["Effect"] == "Deny" and marker["Action"] == ["s3:CreateBucket"]   # grants nothing
+    assert ownership.policy_owner(tenant_policy([], owner_uid=UID)) == UID.replace("-", "")
+    assert ownership.policy_owner(tenant_policy(BUCKETS)) == ""
+    assert ownership.policy_owner(json.dumps(doc)) == UID.replace("-", "")     # as MinIO returns it
+    assert ownership.policy_owner(None) == ownership.policy_owner("junk") == ""
+    # Another owner is another document: the policy is rewritten, never silently kept.
+    assert normalize_policy(tenant_policy(BUCKETS, owner_uid=UID)) != normalize_policy(
+        tenant_policy(BUCKETS, owner_uid="0" * 32))
+
+
+def test_iam_user_is_tagged_as_it_is_created(aws):
+    iam = aws.iam_stub
+    iam.add_client_error("get_user", service_error_code="NoSuchEntity", http_status_code=404,
+                         expected_params={"UserName": USER})
+    iam.add_response("create_user", _user(), {"UserName": USER,
+                                              "Tags": [{"Key": "tenancy.dev/tenant-uid", "Value": UID}]})
+    iam.add_response("put_user_policy", {}, {"UserName": USER, "PolicyName": POLICY, "PolicyDocument": ANY})
+    iam.add_response("list_access_keys", {"AccessKeyMetadata": []}, {"UserName": USER})
+    iam.add_response("create_access_key", _new_key(NEW, "new-secret"), {"UserName": USER})
+    creds, _ = aws.ensure_user(USER, POLICY, BUCKETS, enabled=True, current=None, owner_uid=UID)
+    assert creds == Credentials(NEW, "new-secret")
+    iam.assert_no_pending_responses()
+
+
+def test_an_iam_user_not_marked_for_the_tenant_is_left_alone(aws):
+    from tenant_operator.ownership import NameConflict
+    iam = aws.iam_stub
+    foreign = _user()
+    foreign["User"]["Tags"] = [{"Key": "tenancy.dev/tenant-uid", "Value": "another-uid"}]
+    iam.add_response("get_user", foreign, {"UserName": USER})
+    with pytest.raises(NameConflict, match=f"storage user {USER} already exists"):
+        aws.ensure_user(USER, POLICY, BUCKETS, enabled=True, current=None, owner_uid=UID)
+    iam.add_response("get_user", _user(), {"UserName": USER})      # unmarked: someone else's too
+    with pytest.raises(NameConflict):
+        aws.ensure_user(USER, POLICY, BUCKETS, enabled=True, current=None, owner_uid=UID)
+    iam.add_response("get_user", foreign, {"UserName": USER})
+    assert aws.user_owner(USER, POLICY) == (True, "anotheruid")
+    iam.assert_no_pending_responses()     # nothing was written

@@ -209,3 +209,12 @@ def test_status_patch_contains_only_changed_keys():
     desired = {"phase": "Degraded", "observedGeneration": 1, "namespace": "tenant-acme"}
     assert status_patch(current, desired) == {"phase": "Degraded"}
     assert status_patch({}, desired) == desired
+
+
+def test_status_patch_removes_nested_keys_that_are_gone():
+    current = {"pendingRemovals": {"databases": [{"service": "billing"}], "buckets": [{"bucket": "acme-old"}]},
+               "deletion": {"requestedAt": "t", "waitingOn": "mysql down"}}
+    desired = {"pendingRemovals": {"databases": [{"service": "billing"}]}, "deletion": {"requestedAt": "t"}}
+    assert status_patch(current, desired) == {"pendingRemovals": {"buckets": None},
+                                              "deletion": {"waitingOn": None}}
+    assert status_patch(current, {"pendingRemovals": None}) == {"pendingRemovals": None}

@@ -42,7 +42,7 @@ from minio.error import MinioAdminException, MinioException, S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, NoncurrentVersionExpiration, Rule
 from minio.versioningconfig import SUSPENDED, VersioningConfig
 
-from tenant_operator import config
+from tenant_operator import config, ownership
 from tenant_operator.errors import BackendUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ class ObjectStore(Protocol):
     def list_buckets(self, prefix: str) -> list[str]: ...
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
                     current: Credentials | None, protected: tuple[str, ...] = (),
-                    read_only: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]: ...
+                    read_only: tuple[str, ...] = (), owner_uid: str = "",
+                    adopt: bool = False) -> tuple[Credentials, list[str]]: ...
+    def user_owner(self, user: str, policy_name: str) -> tuple[bool, str]: ...
     def rotate(self, user: str, current: Credentials | None) -> Credentials: ...
     def delete_user(self, user: str, policy_name: str) -> bool: ...
     def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False,
@@ -166,11 +168,25 @@ def validate_user_name(name: str, what: str = "user name") -> str:
     return name
 
 
+def claim_user(user: str, exists: bool, marker: str, owner_uid: str, adopt: bool) -> None:
+    """NameConflict unless the storage user is free, marked for `owner_uid`, or unmarked and `adopt`."""
+    decision = ownership.claim_decision(marker, "", "", uid=ownership.uid_hex(owner_uid), tenant="",
+                                        exists=exists, adopt=adopt)
+    if decision == "conflict":
+        raise ownership.NameConflict("storage user", user, "another Tenant (another UID)" if marker else "")
+
+
+def _tag_owner(iam_user: dict | None) -> str:
+    tags = {t.get("Key"): t.get("Value") for t in (iam_user or {}).get("Tags") or []}
+    return ownership.uid_hex(tags.get(ownership.TAG_UID, ""))
+
+
 def generate_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
-def tenant_policy(buckets: list[str], protected: tuple[str, ...] = (), read_only: tuple[str, ...] = ()) -> dict:
+def tenant_policy(buckets: list[str], protected: tuple[str, ...] = (), read_only: tuple[str, ...] = (),
+                  owner_uid: str = "") -> dict:
     """The policy document of a tenant user: object and listing access to exactly
     `buckets`, nothing else (no bucket creation, no admin). With no buckets the
     document grants nothing.
@@ -182,12 +198,18 @@ def tenant_policy(buckets: list[str], protected: tuple[str, ...] = (), read_only
 
     In the `read_only` buckets the user may list and read, nothing else: the
     application reads the backups its backup Jobs wrote with a key of their own,
-    and can neither add, replace nor delete one."""
+    and can neither add, replace nor delete one.
+
+    With `owner_uid`, a statement whose Sid carries the Tenant's UID marks the
+    user as the operator's for that Tenant (it denies bucket creation, which
+    nothing else grants either)."""
     names = sorted({validate_bucket_name(b) for b in buckets})
+    marker = [{"Sid": ownership.POLICY_SID_PREFIX + ownership.uid_hex(owner_uid), "Effect": "Deny",
+               "Action": ["s3:CreateBucket"], "Resource": ["arn:aws:s3:::*"]}] if owner_uid else []
     if not names:
         return {"Version": "2012-10-17", "Statement": [
             {"Sid": "NoBuckets", "Effect": "Deny", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]},
-        ]}
+            *marker]}
     kept = sorted({validate_bucket_name(b) for b in protected} & set(names))
     readable = sorted({validate_bucket_name(b) for b in read_only} & set(names) - set(kept))
     plain = [b for b in names if b not in kept and b not in readable]
@@ -207,7 +229,7 @@ def tenant_policy(buckets: list[str], protected: tuple[str, ...] = (), read_only
         # (measured); an explicit Deny is honoured by MinIO and AWS alike.
         statements.append({"Sid": "ProtectedVersions", "Effect": "Deny", "Action": ["s3:DeleteObjectVersion"],
                            "Resource": [f"arn:aws:s3:::{b}/*" for b in kept]})
-    return {"Version": "2012-10-17", "Statement": statements}
+    return {"Version": "2012-10-17", "Statement": statements + marker}
 
 
 def _as_list(value: Any) -> list:
@@ -232,6 +254,7 @@ def normalize_policy(doc: Any) -> Any:
     norm = []
     for st in statements:
         norm.append(json.dumps({
+            "Sid": st.get("Sid") or "",
             "Effect": st.get("Effect"),
             "Action": _as_list(st.get("Action")),
             "NotAction": _as_list(st.get("NotAction")),
@@ -575,18 +598,26 @@ class MinioStore:
 
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
                     current: Credentials | None, protected: tuple[str, ...] = (),
-                    read_only: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]:
+                    read_only: tuple[str, ...] = (), owner_uid: str = "",
+                    adopt: bool = False) -> tuple[Credentials, list[str]]:
+        """The user with exactly `buckets`, enabled or not, and its working keys.
+        With `owner_uid`, a user of this name that is not marked for that UID
+        raises NameConflict before anything changes (unless `adopt` and it is
+        unmarked); the user is marked as it is created or updated."""
         validate_user_name(user)
         validate_user_name(policy_name, "policy name")
-        document = tenant_policy(buckets, protected, read_only)
+        document = tenant_policy(buckets, protected, read_only, owner_uid)
         changes: list[str] = []
         with self._guard(f"ensuring user {user}"):
             existing = self._policy_doc(policy_name)
+            info = self._user_info(user)
+            if owner_uid:
+                claim_user(user, info is not None or existing is not None, ownership.policy_owner(existing),
+                           owner_uid, adopt)
             if existing is None or normalize_policy(existing) != normalize_policy(document):
                 self._admin.policy_add(policy_name, policy=document)
                 changes.append(f"policy {policy_name} {'created' if existing is None else 'updated'}")
 
-            info = self._user_info(user)
             creds = current if current is not None and current.access_key == user else None
             if info is None:
                 creds = Credentials(user, generate_secret())
@@ -620,6 +651,14 @@ class MinioStore:
         for change in changes:
             log.info("objectstorage: %s", change)
         return creds, changes
+
+    def user_owner(self, user: str, policy_name: str) -> tuple[bool, str]:
+        """(whether the user or its policy exists, the UID its policy is marked with)."""
+        validate_user_name(user)
+        validate_user_name(policy_name, "policy name")
+        with self._guard(f"reading user {user}"):
+            doc = self._policy_doc(policy_name)
+            return (doc is not None or self._user_info(user) is not None), ownership.policy_owner(doc)
 
     def rotate(self, user: str, current: Credentials | None) -> Credentials:
         validate_user_name(user)
@@ -879,14 +918,23 @@ class S3IamStore:
 
     # -- users --
 
-    def _user_exists(self, user: str) -> bool:
+    def _user(self, user: str) -> dict | None:
         try:
-            self._iam.get_user(UserName=user)
-            return True
+            return self._iam.get_user(UserName=user)["User"]
         except botocore.exceptions.ClientError as exc:
             if _code(exc) == "NoSuchEntity":
-                return False
+                return None
             raise
+
+    def _user_exists(self, user: str) -> bool:
+        return self._user(user) is not None
+
+    def user_owner(self, user: str, policy_name: str) -> tuple[bool, str]:
+        """(whether the IAM user exists, the UID its tag records)."""
+        validate_user_name(user)
+        with self._guard(f"reading user {user}", iam=True):
+            found = self._user(user)
+        return found is not None, _tag_owner(found)
 
     def _keys(self, user: str) -> list[dict]:
         keys: list[dict] = []
@@ -896,14 +944,24 @@ class S3IamStore:
 
     def ensure_user(self, user: str, policy_name: str, buckets: list[str], *, enabled: bool,
                     current: Credentials | None, protected: tuple[str, ...] = (),
-                    read_only: tuple[str, ...] = ()) -> tuple[Credentials, list[str]]:
+                    read_only: tuple[str, ...] = (), owner_uid: str = "",
+                    adopt: bool = False) -> tuple[Credentials, list[str]]:
+        """The user with exactly `buckets`, enabled or not, and its working keys.
+        With `owner_uid`, a user of this name that is not marked for that UID
+        raises NameConflict before anything changes (unless `adopt` and it is
+        unmarked); the user is marked as it is created or updated."""
         validate_user_name(user)
         validate_user_name(policy_name, "policy name")
-        document = tenant_policy(buckets, protected, read_only)
+        document = tenant_policy(buckets, protected, read_only, owner_uid)
         changes: list[str] = []
         with self._guard(f"ensuring user {user}", iam=True):
-            if not self._user_exists(user):
-                self._iam.create_user(UserName=user)
+            found = self._user(user)
+            if owner_uid:
+                claim_user(user, found is not None, _tag_owner(found), owner_uid, adopt)
+            if found is None:
+                # Tagged as it is created: no window in which it exists unmarked.
+                tags = [{"Key": ownership.TAG_UID, "Value": owner_uid}] if owner_uid else []
+                self._iam.create_user(UserName=user, **({"Tags": tags} if tags else {}))
                 changes.append(f"user {user} created")
                 existing = None
             else:

@@ -190,7 +190,8 @@ class ObjectStorageComponent(BackendComponent):
         if rotate and current is not None:
             current = self.store.rotate(user, current)
         creds, user_changes = self.store.ensure_user(user, policy, buckets, enabled=not t.suspended,
-                                                     current=current, **access)
+                                                     current=current, owner_uid=t.uid, adopt=t.adopt_existing,
+                                                     **access)
         changes.extend(user_changes)
         return creds
 
@@ -218,11 +219,17 @@ class ObjectStorageComponent(BackendComponent):
     def revoke(self, t: Tenant) -> str:
         if self.cfg.object_storage is None:
             return ""
-        gone = [what for what, user, policy in (
-            ("storage user", naming.storage_user(t.name), naming.storage_policy(t.name)),
-            ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name)))
-            if self.store.delete_user(user, policy)]
-        return f"deleted {' and '.join(gone)}" if gone else ""
+        done = []
+        for what, user, policy in (("storage user", naming.storage_user(t.name), naming.storage_policy(t.name)),
+                                   ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name))):
+            exists, marker = self.store.user_owner(user, policy)
+            if not exists:
+                continue
+            if not t.uid or marker != ownership.uid_hex(t.uid):
+                done.append(f"{what} {user} is not this Tenant's; left alone")
+            elif self.store.delete_user(user, policy):
+                done.append(f"deleted {what} {user}")
+        return "; ".join(done)
 
     def purge(self, t: Tenant) -> str:
         """Every bucket tagged with the UID goes, but the backups bucket: it stays as
