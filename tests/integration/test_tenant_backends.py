@@ -14,6 +14,7 @@ import io
 import json
 import os
 import uuid
+from datetime import UTC, datetime
 from urllib.parse import quote, unquote, urlsplit
 
 import pika
@@ -586,8 +587,9 @@ def test_database_name_at_the_mysql_limit_is_usable(tenants, core):
     assert db_query(creds, "CREATE TABLE t (v INT)", "INSERT INTO t VALUES (3)", "SELECT v FROM t") == [(3,)]
 
 
-def test_removed_queue_is_deleted_when_empty_and_kept_when_not(tenants, core):
-    name = tenants.create(unique("bk-q"), messaging={"queues": ["orders", "mail", "audit"]})
+def test_removed_queue_waits_out_its_grace_then_goes_when_empty_and_stays_when_not(tenants, core):
+    name = tenants.create(unique("bk-q"), messaging={"queues": ["orders", "mail", "audit"]},
+                          deletion={"gracePeriod": "20s"})
     tenants.wait_phase(name, "Ready", READY_TIMEOUT)
     mq = secret_data(core, f"tenant-{name}", "rabbitmq-credentials")
     for q in ("orders", "mail", "audit"):
@@ -595,7 +597,15 @@ def test_removed_queue_is_deleted_when_empty_and_kept_when_not(tenants, core):
     amqp_publish(mq, f"{name}.events", "audit.login", b"keep me")
 
     tenants.patch(name, {"spec": {"messaging": {"queues": ["orders"]}}})
-    wait_for(lambda: not amqp_queue_exists(mq, f"{name}.mail"), 60, what="empty queue removed")
+    pending = wait_for(lambda: ((tenants.get(name).get("status") or {}).get("pendingRemovals") or {}).get("queues"),
+                       60, what="status.pendingRemovals.queues")
+    assert sorted(p["queue"] for p in pending) == [f"{name}.audit", f"{name}.mail"]
+    purge_after = min(datetime.fromisoformat(p["purgeAfter"].replace("Z", "+00:00")) for p in pending)
+    assert amqp_queue_exists(mq, f"{name}.mail") or datetime.now(UTC) >= purge_after, \
+        "an empty removed queue is kept through its grace period"
+    assert tenant_events(core, name, "QueuePendingRemoval")
+    wait_for(lambda: not amqp_queue_exists(mq, f"{name}.mail"), 90, what="empty queue removed after its grace")
+    assert datetime.now(UTC) >= purge_after
     cond = wait_condition(tenants, name, "MessagingReady", "True", "QueuesRetained")
     assert f"{name}.audit" in cond["message"]
     assert amqp_queue_exists(mq, f"{name}.audit") and amqp_queue_exists(mq, f"{name}.orders")

@@ -238,3 +238,23 @@ def test_the_first_tenant_keeps_its_domain_when_a_later_one_claims_it():
     assert not [w for w in kube.writes if w[0] == "delete"]
     cond = {c["type"]: c for c in kube.status["conditions"]}["IngressReady"]
     assert cond["reason"] == "Routed"
+
+
+def test_a_due_removal_bypasses_the_cached_backend_result():
+    from tenant_operator.backends.base import removal_due
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    due = {"pendingRemovals": {"queues": [{"queue": "acme.mail", "purgeAfter": "2025-12-31T23:59:59Z"}]}}
+    later = {"pendingRemovals": {"databases": [{"service": "billing", "purgeAfter": "2026-01-02T00:00:00Z"}]}}
+    waiting = {"pendingRemovals": {"queues": [{"queue": "acme.audit", "purgeAfter": "2025-12-01T00:00:00Z",
+                                               "waitingOn": "it holds messages; deleted once drained"}]}}
+    assert removal_due(due, now)
+    assert not removal_due(later, now) and not removal_due(waiting, now) and not removal_due({}, now)
+
+
+def test_pending_queues_are_read_back_from_status_and_junk_restarts_the_wait():
+    from tenant_operator.backends.rabbitmq.component import pending_queues
+    status = {"pendingRemovals": {"queues": [
+        {"queue": "acme.mail", "purgeAfter": "2026-01-01T00:00:00Z"},
+        {"queue": "acme.audit", "purgeAfter": "not a time"}, {"purgeAfter": "2026-01-01T00:00:00Z"}]}}
+    assert pending_queues(status) == {"acme.mail": datetime(2026, 1, 1, tzinfo=UTC)}
+    assert pending_queues(None) == pending_queues({}) == {}

@@ -30,6 +30,7 @@ import logging
 import secrets
 import threading
 import time
+from datetime import UTC, datetime
 
 from kubernetes.client.rest import ApiException
 
@@ -54,6 +55,22 @@ def new_password() -> str:
 def rotation_requested(t: Tenant, current_status: dict) -> bool:
     done = (current_status.get("credentials") or {}).get("rotationToken", "")
     return bool(t.rotate_token) and t.rotate_token != done
+
+
+def removal_due(result_status: dict, now: datetime | None = None) -> bool:
+    """Whether a pending removal in a component's last result has reached its
+    purgeAfter: then the next pass calls the backend instead of reusing that
+    result, so removals happen within a drift interval of their time, not a
+    backendResyncInterval later. Entries waiting on something else (a failed
+    dump, a queue still holding messages) wait for the next full check."""
+    now = now or datetime.now(UTC)
+    for entries in ((result_status or {}).get("pendingRemovals") or {}).values():
+        for entry in entries or []:
+            after = entry.get("purgeAfter")
+            if after and not entry.get("waitingOn") and \
+                    datetime.fromisoformat(after.replace("Z", "+00:00")) <= now:
+                return True
+    return False
 
 
 class Component:
@@ -94,7 +111,8 @@ class BackendComponent(Component):
     def wanted(self, t: Tenant) -> bool:
         raise NotImplementedError
 
-    def converge(self, t: Tenant, live: dict, rotate: bool) -> ComponentResult:
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
+                 current_status: dict | None = None) -> ComponentResult:
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------------
@@ -133,11 +151,12 @@ class BackendComponent(Component):
         key = (*self._key(t, live, rotate), terminating)
         cached = self._cache.get(t.name)
         if cached and cached[0] == key and time.monotonic() - cached[1] < self.cfg.backend_resync_interval \
-                and not cached[2].failed and self._secrets_present(cached[2], live):
+                and not cached[2].failed and self._secrets_present(cached[2], live) \
+                and not removal_due(cached[2].status):
             # Same outcome as last time, but its events were already posted.
             return dataclasses.replace(cached[2], events=[])
         try:
-            result = self.converge(t, live, rotate, terminating)
+            result = self.converge(t, live, rotate, terminating, current_status)
         except NameConflict as exc:
             result = ComponentResult(component=self.component,
                                      condition=Condition(self.condition_type, False, "NameConflict", str(exc)),

@@ -44,7 +44,8 @@ class MySQLComponent(BackendComponent):
     def wanted(self, t: Tenant) -> bool:
         return bool(t.databases)
 
-    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
+                 current_status: dict | None = None) -> ComponentResult:
         from tenant_operator.backends.mysql.client import Owner
         if t.databases and not self.cfg.mysql_servers:
             raise ConfigError("mysql.servers", "the tenant asks for databases but no MySQL server is configured")

@@ -95,7 +95,8 @@ class ObjectStorageComponent(BackendComponent):
                                 "ours": "no longer pending removal"}[decision])
         return changes
 
-    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
+                 current_status: dict | None = None) -> ComponentResult:
         from tenant_operator.lifecycle import iso_time, parse_time
         store = self.store
         spec_buckets = t.object_storage.buckets if t.object_storage else ()

@@ -19,6 +19,7 @@ import hmac
 import logging
 import re
 import threading
+from collections.abc import Collection
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pika
@@ -391,15 +392,16 @@ class RabbitMQBackend:
             raise BackendUnavailable(BACKEND, f"{self._amqp_endpoint(vhost)}: cannot connect "
                                               f"({type(exc).__name__})") from None
 
-    def ensure_topology(self, vhost: str, exchange: str,
-                        queues: dict[str, str]) -> tuple[list[str], list[str]]:
+    def ensure_topology(self, vhost: str, exchange: str, queues: dict[str, str],
+                        release: Collection[str] | None = None) -> tuple[list[str], list[str]]:
         """Durable topic exchange `exchange` and one durable queue per key of `queues`,
         bound to the exchange with the value as routing key.
 
         Operator-managed queues (durable, not exclusive/auto-delete, named
-        f"{vhost}.…") that are no longer wanted are deleted only when empty; a
-        non-empty one is unbound from the exchange (so it can drain) and kept.
-        Returns (changes, names of the kept non-empty queues).
+        f"{vhost}.…") that are no longer wanted are unbound from the exchange
+        (nothing new reaches them) and kept. Those in `release` (all of them when
+        `release` is None) are deleted if empty; a non-empty one stays until
+        drained. Returns (changes, names of the kept unwanted queues).
 
         The current state is read from the management API (existence and
         bindings show there at once; message counts do not, so emptiness is
@@ -439,10 +441,12 @@ class RabbitMQBackend:
             q = existing.get(name)
             return bool(q and q.get("durable") and not q.get("auto_delete") and not q.get("exclusive"))
 
-        if (ex is not None and not stale and all(queue_ok(n) for n in queues)
+        held = [n for n in stale if release is not None and n not in release]
+        if (ex is not None and all(n in held and not bindings.get(n) for n in stale)
+                and all(queue_ok(n) for n in queues)
                 and all(bindings.get(n, set()) == {k} for n, k in queues.items())):
             self._log(changes)
-            return changes, []
+            return changes, held
 
         kept: list[str] = []
         endpoint = self._amqp_endpoint(vhost)
@@ -450,18 +454,20 @@ class RabbitMQBackend:
         try:
             ch = conn.channel()
             for name in stale:
-                try:
-                    ch.queue_delete(queue=name, if_empty=True)
-                    changes.append(f"queue {name} deleted (no longer wanted, empty)")
-                    continue
-                except pika.exceptions.ChannelClosedByBroker as exc:
-                    if exc.reply_code != 406:   # PRECONDITION_FAILED: not empty
-                        raise
-                    ch = conn.channel()
+                if name not in held:
+                    try:
+                        ch.queue_delete(queue=name, if_empty=True)
+                        changes.append(f"queue {name} deleted (no longer wanted, empty)")
+                        continue
+                    except pika.exceptions.ChannelClosedByBroker as exc:
+                        if exc.reply_code != 406:   # PRECONDITION_FAILED: not empty
+                            raise
+                        ch = conn.channel()
                 kept.append(name)
+                why = "its grace period has not ended" if name in held else "it holds messages"
                 for key in sorted(bindings.get(name, ())):
                     ch.queue_unbind(queue=name, exchange=exchange, routing_key=key)
-                    changes.append(f"queue {name} unbound from {exchange} ({key}); kept: it holds messages")
+                    changes.append(f"queue {name} unbound from {exchange} ({key}); kept: {why}")
 
             # Declares double as verification: the broker refuses (406) an
             # existing exchange or queue whose properties differ.

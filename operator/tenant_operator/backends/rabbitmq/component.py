@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from tenant_operator import naming, ownership
 from tenant_operator.backends.base import BackendComponent, new_password
@@ -13,6 +14,17 @@ from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition
 
 log = logging.getLogger(__name__)
+
+
+def pending_queues(current_status: dict | None) -> dict[str, datetime]:
+    """queue -> purgeAfter, as the last pass recorded them in status.pendingRemovals."""
+    out = {}
+    for entry in (((current_status or {}).get("pendingRemovals") or {}).get("queues") or []):
+        try:
+            out[entry["queue"]] = datetime.fromisoformat(str(entry["purgeAfter"]).replace("Z", "+00:00"))
+        except (KeyError, TypeError, ValueError):
+            continue   # unreadable: the queue waits a full grace period again
+    return out
 
 class RabbitMQComponent(BackendComponent):
     component = "rabbitmq"
@@ -46,7 +58,8 @@ class RabbitMQComponent(BackendComponent):
         if decision == "conflict":
             raise NameConflict(f"RabbitMQ {what}", name, f"Tenant UID {uid}" if uid else "")
 
-    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False) -> ComponentResult:
+    def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
+                 current_status: dict | None = None) -> ComponentResult:
         from tenant_operator.backends.rabbitmq.client import amqp_url
         client, cfg = self.client, self.cfg.rabbitmq
         vhost, user = naming.vhost(t.name), naming.rabbitmq_user(t.name)
@@ -61,24 +74,44 @@ class RabbitMQComponent(BackendComponent):
             password = new_password()
         changes.extend(client.ensure_user(user, password, vhost, enabled=not t.suspended, owner_uid=t.uid))
         queues = {naming.queue(t.name, q): f"{q}.#" for q in (t.messaging.queues if t.messaging else ())}
-        topo, kept = client.ensure_topology(vhost, naming.events_exchange(t.name), queues)
+        # A queue removed from the spec waits out the grace period (unbound, kept);
+        # its purgeAfter is kept in status.pendingRemovals (lost, the wait restarts).
+        from tenant_operator.lifecycle import iso_time
+        previous = pending_queues(current_status)
+        now = datetime.now(UTC)
+        release = set() if terminating else {q for q, after in previous.items() if after <= now}
+        topo, kept = client.ensure_topology(vhost, naming.events_exchange(t.name), queues, release=release)
         changes.extend(topo)
+        events, pending, drained = [], [], []
+        for queue in kept:
+            after = previous.get(queue) or now + timedelta(seconds=t.deletion.grace_period)
+            entry = {"queue": queue, "purgeAfter": iso_time(after)}
+            if queue in release:
+                entry["waitingOn"] = "it holds messages; deleted once drained"
+                drained.append(queue)
+            elif queue not in previous:
+                events.append(("Warning", "QueuePendingRemoval",
+                               f"{queue} removed from spec.messaging.queues; unbound, its messages are kept until "
+                               f"{entry['purgeAfter']} (re-add it to keep it)"))
+            pending.append(entry)
         secret_data = {
             "RABBITMQ_HOST": cfg.tenant_host, "RABBITMQ_PORT": str(cfg.amqp_port), "RABBITMQ_VHOST": vhost,
             "RABBITMQ_USERNAME": user, "RABBITMQ_PASSWORD": password,
             "AMQP_URL": amqp_url(cfg.tenant_host, cfg.amqp_port, user, password, vhost),
         }
-        events = [("Normal", "MessagingUpdated", "; ".join(changes))] if changes else []
-        if kept:
+        if changes:
+            events.insert(0, ("Normal", "MessagingUpdated", "; ".join(changes)))
+        if drained:
             cond = Condition(self.condition_type, True, "QueuesRetained",
-                             f"removed from spec but not empty, kept until drained: {', '.join(kept)}")
+                             f"removed from spec but not empty, kept until drained: {', '.join(drained)}")
         elif t.suspended:
             cond = Condition(self.condition_type, True, "Revoked",
                              "permissions revoked and connections closed while suspended")
         else:
             cond = Condition(self.condition_type, True, "Provisioned",
                              f"vhost {vhost} with {len(queues)} queue(s) bound to {naming.events_exchange(t.name)}")
-        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data)], events=events)
+        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data)], events=events,
+                               status={"pendingRemovals": {"queues": pending}} if pending else {})
 
     def revoke(self, t: Tenant) -> str:
         if self.cfg.rabbitmq is None:
