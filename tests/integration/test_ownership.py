@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -404,3 +405,69 @@ def test_a_storage_user_of_another_system_is_not_taken_over(tenants, core):
         assert not minio_user_exists(f"backup-{name}"), "nothing of the tenant's was created next to it"
     finally:
         minio.user_remove(f"tenant-{name}")
+
+
+@pytest.fixture
+def reconciler_with_crashing_broker(tmp_path_factory, monkeypatch):
+    """The operator's reconcile core in this process, against the real services,
+    with one fault injected: the RabbitMQ topology call raises an error no
+    backend code expects. No Tenant object exists, so the operator under test
+    never sees this tenant; the final status write fails with 404."""
+    from tenant_operator import config
+    from tenant_operator.backends import build_backends
+    from tenant_operator.kube.client import Kube
+    from tenant_operator.reconciler import Reconciler
+
+    from .conftest import operator_config
+    cfg = config.load(operator_config(tmp_path_factory))
+    kube = Kube.from_environment(cfg.field_manager)
+    backends = build_backends(cfg, kube)
+    broker = next(b for b in backends if b.component == "rabbitmq").client
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("unexpected reply from the broker")
+    monkeypatch.setattr(broker, "ensure_topology", crash)
+    return cfg, kube, Reconciler(cfg, kube, backends)
+
+
+def _reconcile_without_tenant(rec, body: dict) -> None:
+    try:
+        rec.reconcile(body, {})
+    except ApiException as exc:
+        assert exc.status == 404, exc   # only the status write of the absent Tenant may fail
+
+
+def test_a_crashing_backend_leaves_the_namespace_isolated_and_every_secret_true(reconciler_with_crashing_broker,
+                                                                                core):
+    cfg, kube, rec = reconciler_with_crashing_broker
+    from tenant_operator import spec as spec_mod
+
+    from .conftest import tenant_body
+    name = unique("own-crash")
+    ns = f"tenant-{name}"
+    body = tenant_body(name, databases=["auth"], messaging={"queues": ["orders"]})
+    body["metadata"].update(uid=str(uuid.uuid4()), generation=1)
+    try:
+        _reconcile_without_tenant(rec, body)
+        # Isolation is in place although a backend crashed in the same pass.
+        net = k8s.NetworkingV1Api()
+        assert net.list_namespaced_network_policy(ns).items
+        assert core.list_namespaced_resource_quota(ns).items and core.list_namespaced_limit_range(ns).items
+        db = secret_data(core, ns, "auth-db-credentials")
+        assert db_query(db, "SELECT 1") == [(1,)]
+
+        # A rotation across services: the crash in the broker does not keep MySQL's
+        # new password from its Secret.
+        body["metadata"].update(generation=2, annotations={"tenancy.dev/rotate-credentials": "r1"})
+        _reconcile_without_tenant(rec, body)
+        rotated = secret_data(core, ns, "auth-db-credentials")
+        assert rotated["DB_PASSWORD"] != db["DB_PASSWORD"]
+        assert db_query(rotated, "SELECT 1") == [(1,)], "the Secret holds the password the server has"
+        assert db_error(db) is not None, "the old password no longer works"
+    finally:
+        t = spec_mod.parse(body, cfg)
+        for backend in rec.backends:
+            backend.revoke(t)
+        for backend in rec.backends:
+            backend.purge(t)
+        _delete_namespace(core, ns)
