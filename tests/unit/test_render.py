@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+import yaml
 from tenant_operator import config, naming, render, spec
 
 from .samples import PREMIUM, parse_with
@@ -77,6 +78,8 @@ def test_domains_annotation_joins_all_domains():
     "tab\there\r\nnul-free \\ backslash",
     "line\u2028sep\u2029para\x85nel",
     "del\x7f and c1\x9f",
+    "emoji 😀 flags 🇫🇷 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "a literal \\ud83d\\ude00 is text, not an emoji",
     "",
 ])
 def test_yaml_breaking_display_name_round_trips(display):
@@ -333,3 +336,18 @@ def test_render_tenant_order_and_unique_keys():
 
 def test_rendering_is_deterministic():
     assert render.render_tenant(tenant(), CFG_SHARED) == render.render_tenant(tenant(), CFG_SHARED)
+
+
+def test_every_unicode_text_round_trips_through_the_templates():
+    """Seeded random text over all of Unicode (every plane, controls, BOM,
+    private use; no lone surrogates, which no UTF-8 JSON can carry)."""
+    import random
+
+    from tenant_operator.render import _json
+    rng = random.Random(20261130)
+    planes = [(0x0, 0x7F), (0x80, 0x7FF), (0x800, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x10FFFF)]
+    for _ in range(2000):
+        text = "".join(chr(rng.randint(*rng.choice(planes))) for _ in range(rng.randint(0, 12)))
+        out = _json(text, sort_keys=True, ensure_ascii=True)
+        assert out.isascii()
+        assert yaml.load(out, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == text, repr(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from functools import cache
 
 import jinja2
@@ -19,11 +20,23 @@ from tenant_operator.config import OperatorConfig
 from tenant_operator.spec import Tenant
 
 
+# A UTF-16 surrogate pair as JSON writes a character beyond the BMP (an emoji),
+# not itself escaped by a preceding backslash.
+_SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _astral(match: re.Match) -> str:
+    high, low = int(match.group(2), 16), int(match.group(3), 16)
+    return f"{match.group(1)}\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+
 def _json(value, **kwargs) -> str:
     """JSON that is also a safe YAML double-quoted scalar: YAML refuses raw C0/C1
     control characters and DEL, and folds NEL/U+2028/U+2029 as line breaks, so
-    everything outside printable ASCII is written as a \\u escape."""
-    return json.dumps(value, **kwargs).replace("\x7f", "\\u007f")
+    everything outside printable ASCII is written as a \\u escape. YAML has no
+    surrogates: a character beyond the BMP (an emoji) is written as \\UXXXXXXXX."""
+    text = json.dumps(value, **kwargs).replace("\x7f", "\\u007f")
+    return _SURROGATE_PAIR.sub(_astral, text) if "\\ud" in text else text
 
 
 def _b64(value: str | bytes) -> str:
