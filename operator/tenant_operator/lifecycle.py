@@ -107,6 +107,14 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
     events: list[tuple[str, str, str]] = []
 
     if not deletion.get("requestedAt"):
+        held = _inventory(state, t)
+        if held == []:
+            # Nothing carries this Tenant's UID anywhere (it was never provisioned,
+            # e.g. Invalid throughout): no data to keep, nothing to create or back up.
+            events.append(("Normal", "Released", "nothing was ever provisioned for this Tenant (no namespace, "
+                                                 "database, bucket, storage user, vhost or RabbitMQ user carries "
+                                                 "its UID); released at once, without a grace period"))
+            return Step(True, "nothing provisioned", events=events)
         # deletionTimestamp is fixed by the API server: the grace period does not
         # restart if the operator restarts before recording it.
         requested = parse_time(body["metadata"].get("deletionTimestamp") or iso_time(now))
@@ -177,6 +185,24 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
                        "; a new Tenant with the same name adopts them"))
     events.append(("Normal", "Purged", "all tenant resources removed; releasing the Tenant"))
     return Step(True, "purged", events=events)
+
+
+def _inventory(state, t: spec.Tenant) -> list[str] | None:
+    """What carries this Tenant's UID marker, everywhere; None when that cannot
+    be proven (no UID, a backend that cannot answer): then the full grace applies."""
+    if not t.uid:
+        return None
+    found = []
+    try:
+        ns = state.kube.get("Namespace", t.namespace)
+        if ns is not None and (ns["metadata"].get("annotations") or {}).get(ANNOTATION_UID) == t.uid:
+            found.append(f"namespace {t.namespace}")
+        for backend in state.backends:
+            found.extend(backend.inventory(t))
+    except Exception as exc:  # noqa: BLE001 - any doubt means the data may exist: keep the grace period
+        log.info("tenant %s: cannot list what it owns (%s); the grace period applies", t.name, exc)
+        return None
+    return found
 
 
 def _ensure_final_backup(state, t: spec.Tenant, deletion: dict, now: datetime,

@@ -33,6 +33,7 @@ from .test_tenant_backends import (
     amqp_publish,
     amqp_refused,
     amqp_roundtrip,
+    conditions,
     database_exists,
     db_error,
     db_query,
@@ -332,3 +333,16 @@ def test_purge_racing_a_running_reconcile_leaves_nothing_behind(tenants, core):
     finally:
         admin_cleanup(name)
     assert not seen, f"re-created after the purge: {sorted(seen)}"
+
+
+def test_a_never_provisioned_tenant_is_released_at_once_and_creates_nothing(tenants, core):
+    name = tenants.create(unique("del-inv"), databases=["auth"], placement={"mysql": "decommissioned"},
+                          deletion={"gracePeriod": "720h"})
+    t = tenants.wait_phase(name, "Invalid", READY_TIMEOUT)
+    assert "spec.placement.mysql" in conditions(t)["SpecValid"]["message"]
+    tenants.delete(name)
+    wait_for(lambda: tenants.gone(name), 30, what="a never-provisioned tenant released without its grace period")
+    (released,) = tenant_events(core, name, "Released")
+    assert "nothing was ever provisioned" in released.message
+    assert namespace_gone(core, f"tenant-{name}"), "its namespace was never created"
+    assert not tenant_events(core, name, "DeletionRequested")

@@ -4,6 +4,7 @@ failing final backup (fake API server, fake backends)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -258,3 +259,42 @@ def test_pending_queues_are_read_back_from_status_and_junk_restarts_the_wait():
         {"queue": "acme.audit", "purgeAfter": "not a time"}, {"purgeAfter": "2026-01-01T00:00:00Z"}]}}
     assert pending_queues(status) == {"acme.mail": datetime(2026, 1, 1, tzinfo=UTC)}
     assert pending_queues(None) == pending_queues({}) == {}
+
+
+class _Inventory:
+    def __init__(self, held):
+        self.held = held
+
+    def inventory(self, t):
+        if isinstance(self.held, Exception):
+            raise self.held
+        return self.held
+
+
+class _NsKube:
+    def __init__(self, ns=None):
+        self.ns = ns
+
+    def get(self, kind, name, namespace=None):
+        return self.ns
+
+
+def test_the_inventory_is_what_carries_the_uid_and_none_when_unprovable():
+    from tenant_operator.errors import BackendUnavailable
+
+    class S:
+        kube = _NsKube()
+        backends = [_Inventory([]), _Inventory([])]
+
+    t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid="u1")
+    assert lifecycle._inventory(S(), t) == []
+    S.backends = [_Inventory(["MySQL database acme_auth"]), _Inventory([])]
+    assert lifecycle._inventory(S(), t) == ["MySQL database acme_auth"]
+    S.backends = [_Inventory([]), _Inventory(BackendUnavailable("rabbitmq", "down"))]
+    assert lifecycle._inventory(S(), t) is None, "a backend that cannot answer may hold data"
+    S.backends = []
+    S.kube = _NsKube({"metadata": {"annotations": {"tenancy.dev/tenant-uid": "u1"}}})
+    assert lifecycle._inventory(S(), t) == ["namespace tenant-acme"]
+    S.kube = _NsKube({"metadata": {"annotations": {"tenancy.dev/tenant-uid": "other"}}})
+    assert lifecycle._inventory(S(), t) == [], "someone else's namespace is not this Tenant's"
+    assert lifecycle._inventory(S(), dataclasses.replace(t, uid="")) is None

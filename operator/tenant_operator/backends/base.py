@@ -16,9 +16,10 @@ A component turns the Tenant model into backend state (through its backend's
 - an unreachable backend gives a False condition with the error and a retry
   with backoff; the Secrets already there are kept.
 
-The deletion interface (`Component`): `final_backup` (this backend's part of
-the final backup), `revoke` (credentials, the first purge step), `purge` (the
-data, under the purge step named `data_step`) and `retain` (policy Retain).
+The deletion interface (`Component`): `inventory` (what carries the Tenant's
+UID), `final_backup` (this backend's part of the final backup), `revoke`
+(credentials, the first purge step), `purge` (the data, under the purge step
+named `data_step`) and `retain` (policy Retain).
 Each acts only on what carries this Tenant's UID marker and says what it did.
 `lifecycle.plan` orders the steps from these; no step names are hard-coded there.
 """
@@ -93,6 +94,11 @@ class Component:
 
     def retain(self, t: Tenant) -> list[str]:
         """Policy Retain: mark this Tenant's data kept for a later Tenant of the same name; what was kept."""
+        return []
+
+    def inventory(self, t: Tenant) -> list[str]:
+        """Everything on the backend that carries this Tenant's UID marker (raises
+        BackendUnavailable when the backend cannot tell)."""
         return []
 
 

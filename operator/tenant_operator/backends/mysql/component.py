@@ -174,6 +174,11 @@ class MySQLComponent(BackendComponent):
             out.extend((client, row) for row in client.owned_by(t.uid))
         return out
 
+    def inventory(self, t: Tenant) -> list[str]:
+        if not self.cfg.mysql_servers or not t.uid:
+            return []
+        return [f"MySQL {row.kind} {row.name}" for _c, row in self._owned(t)]
+
     def owned_services(self, t: Tenant) -> list[str]:
         """Services with a database recorded for this Tenant's UID."""
         if not self.cfg.mysql_servers or not t.uid:

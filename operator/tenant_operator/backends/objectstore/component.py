@@ -217,12 +217,25 @@ class ObjectStorageComponent(BackendComponent):
         except BackendUnavailable as exc:
             return {"at": at, "objects": [], "error": f"archiving buckets: {exc}"}
 
+    def _users(self, t: Tenant) -> tuple[tuple[str, str, str], ...]:
+        return (("storage user", naming.storage_user(t.name), naming.storage_policy(t.name)),
+                ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name)))
+
+    def inventory(self, t: Tenant) -> list[str]:
+        if self.cfg.object_storage is None or not t.uid:
+            return []
+        found = [f"bucket {b}" for b in self.owned_buckets(t)]
+        for what, user, policy in self._users(t):
+            exists, marker = self.store.user_owner(user, policy)
+            if exists and marker == ownership.uid_hex(t.uid):
+                found.append(f"{what} {user}")
+        return found
+
     def revoke(self, t: Tenant) -> str:
         if self.cfg.object_storage is None:
             return ""
         done = []
-        for what, user, policy in (("storage user", naming.storage_user(t.name), naming.storage_policy(t.name)),
-                                   ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name))):
+        for what, user, policy in self._users(t):
             exists, marker = self.store.user_owner(user, policy)
             if not exists:
                 continue

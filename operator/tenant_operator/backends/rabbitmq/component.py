@@ -113,6 +113,15 @@ class RabbitMQComponent(BackendComponent):
         return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data)], events=events,
                                status={"pendingRemovals": {"queues": pending}} if pending else {})
 
+    def inventory(self, t: Tenant) -> list[str]:
+        if self.cfg.rabbitmq is None or not t.uid:
+            return []
+        client = self.client
+        return [f"RabbitMQ {what} {name}" for what, name, marker in (
+            ("vhost", naming.vhost(t.name), client.vhost_marker), ("user", naming.rabbitmq_user(t.name),
+                                                                   client.user_marker))
+            if marker(name)[1] == t.uid]
+
     def revoke(self, t: Tenant) -> str:
         if self.cfg.rabbitmq is None:
             return ""
