@@ -6,6 +6,7 @@ from whatever it finds, and sends nothing when nothing differs."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import time
@@ -62,9 +63,24 @@ class ReconcileResult:
 
 
 def _message(exc: Exception) -> str:
+    """What went wrong, in the API server's own words when it gave them (a 422
+    names the field: `spec.hard[foo]: Invalid value: ...`)."""
     if isinstance(exc, ApiException):
-        return f"API server said {exc.status} {exc.reason}"
+        detail = ""
+        try:
+            body = json.loads(exc.body or "{}")
+            detail = str(body.get("message") or "") if isinstance(body, dict) else ""
+        except (TypeError, ValueError):
+            pass
+        said = f"API server said {exc.status} {exc.reason}"
+        return f"{said}: {detail}"[:1000] if detail else said
     return str(exc) or type(exc).__name__
+
+
+def _refused(exc: Exception) -> bool:
+    """The API server refused the object itself (422 Invalid, 400 BadRequest):
+    retrying the same spec cannot help, the Tenant is Invalid."""
+    return isinstance(exc, ApiException) and exc.status in (400, 422)
 
 
 class Reconciler:
@@ -198,6 +214,7 @@ class Reconciler:
         extra_status: dict = {}
         failed = bool(taken)
         errors: dict[str, str] = {}
+        refused: set[str] = set()   # components whose object the API server refused as invalid
         applied: list[str] = []
 
         def apply_all(objs) -> None:
@@ -207,6 +224,8 @@ class Reconciler:
                         result.writes += 1
                         applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
                 except Exception as exc:  # noqa: BLE001 - reported in status, retried
+                    if component not in errors and _refused(exc):
+                        refused.add(component)
                     errors.setdefault(component, f"{obj['kind']} {obj['metadata']['name']}: {_message(exc)}")
 
         # Namespace first, and only one that is provably this Tenant's.
@@ -259,7 +278,8 @@ class Reconciler:
         if conflict is not None and (previous.get("NamespaceReady") or {}).get("reason") != "NameConflict":
             result.events.append(("Warning", "NameConflict", str(conflict)))
 
-        conditions.update(self._kube_conditions(t, errors, "NameConflict" if conflict is not None else "ApplyFailed"))
+        conditions.update(self._kube_conditions(t, errors, "NameConflict" if conflict is not None else "ApplyFailed",
+                                                refused))
         if taken and "namespace" not in errors:
             message = "already routed by another Tenant, so this Tenant's Ingress is not applied: " + ", ".join(taken)
             conditions["IngressReady"] = Condition("IngressReady", False, "DomainConflict", message)
@@ -268,8 +288,9 @@ class Reconciler:
         for res in backend_results:
             # A backend's own object (Secret, CronJob) failed to apply: that backend is not ready.
             if res.component in errors and res.condition.status is not False:
-                conditions[res.condition.type] = Condition(res.condition.type, False, "ApplyFailed",
-                                                           errors[res.component])
+                conditions[res.condition.type] = Condition(
+                    res.condition.type, False, "Invalid" if res.component in refused else "ApplyFailed",
+                    errors[res.component])
         failed |= bool(errors)
 
         if failed:
@@ -283,11 +304,14 @@ class Reconciler:
             extra_status["deletion"] = deletion
         write = self._write_status(body, lambda cur: status.desired_status(
             cur, generation=t.generation, namespace=t.namespace, conditions=ordered, suspended=t.suspended,
-            extra=extra_status, deletion=deletion))
+            extra=extra_status, deletion=deletion, invalid=bool(refused)))
         result.writes += write.writes
         desired = write.desired
         result.phase = desired["phase"]
-        if write.writes and write.current.get("phase") != desired["phase"] \
+        if write.writes and write.current.get("phase") != desired["phase"] and desired["phase"] == "Invalid":
+            result.events.append(("Warning", "RefusedByAPIServer",
+                                  "; ".join(errors[c] for c in sorted(refused))[:1000]))
+        elif write.writes and write.current.get("phase") != desired["phase"] \
                 and desired["phase"] in ("Ready", "Degraded", "Suspended"):
             kind = "Warning" if desired["phase"] == "Degraded" else "Normal"
             ready = desired["conditions"][0]
@@ -410,12 +434,13 @@ class Reconciler:
                 errors.setdefault(component, f"cannot remove {key[1]} {key[3]}: {_message(exc)}")
         return pruned
 
-    def _kube_conditions(self, t: spec.Tenant, errors: dict[str, str],
-                         namespace_reason: str = "ApplyFailed") -> dict[str, Condition]:
+    def _kube_conditions(self, t: spec.Tenant, errors: dict[str, str], namespace_reason: str = "ApplyFailed",
+                         refused: set[str] | frozenset = frozenset()) -> dict[str, Condition]:
         def cond(ctype: str, components: tuple[str, ...], ok_reason: str, ok_msg: str) -> Condition:
             for comp in components:
                 if comp in errors:
-                    reason = namespace_reason if comp == "namespace" else "ApplyFailed"
+                    reason = "Invalid" if comp in refused else namespace_reason if comp == "namespace" \
+                        else "ApplyFailed"
                     return Condition(ctype, False, reason, errors[comp])
             return Condition(ctype, True, ok_reason, ok_msg)
 

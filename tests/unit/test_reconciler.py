@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 
 import pytest
 from kubernetes.client.rest import ApiException
@@ -91,13 +92,17 @@ def tenant(**spec) -> dict:
     return {"metadata": {"name": "acme", "generation": 1, "uid": "uid-acme"}, "spec": base}
 
 
-@pytest.fixture
-def world():
+def make_world():
     kube = FakeKube()
     mysql = MySQLComponent(CFG, kube)
     fake = FakeMySQL()
     mysql._clients["main"] = fake
     return kube, Reconciler(CFG, kube, [mysql]), fake
+
+
+@pytest.fixture
+def world():
+    return make_world()
 
 
 def body_with_status(kube, body):
@@ -222,3 +227,32 @@ def test_status_writes_of_one_pass_are_conditional_on_the_previous_one(world):
     assert rec.report_terminating(body, deletion) == 1
     assert body["metadata"]["resourceVersion"] == kube.tenant_rv == "3"
     assert kube.status["deletion"]["waitingOn"] == "final backup"
+
+
+def test_an_object_the_api_server_refuses_makes_the_tenant_invalid_with_its_message():
+    kube, rec, _fake = make_world()
+    body = json.dumps({"kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
+                       "message": 'ResourceQuota "tenant-quota" is invalid: spec.hard[foo]: Invalid value: "foo": '
+                                  "must be a standard resource for quota"})
+    plain_apply = kube.apply
+
+    def apply(obj):
+        if obj["kind"] == "ResourceQuota":
+            exc = ApiException(status=422, reason="Unprocessable Entity")
+            exc.body = body
+            raise exc
+        return plain_apply(obj)
+    kube.apply = apply
+    result = rec.reconcile(tenant(), {})
+    assert result.phase == "Invalid"
+    conds = {c["type"]: c for c in kube.status["conditions"]}
+    assert conds["QuotaReady"]["reason"] == "Invalid"
+    assert "spec.hard[foo]" in conds["QuotaReady"]["message"] and "422" in conds["QuotaReady"]["message"]
+    (event,) = [e for e in result.events if e[1] == "RefusedByAPIServer"]
+    assert "spec.hard[foo]" in event[2]
+    # A server that is merely unavailable is not the spec's fault.
+    kube2, rec2, _ = make_world()
+    kube2.apply = lambda obj: (_ for _ in ()).throw(ApiException(status=503, reason="Service Unavailable")) \
+        if obj["kind"] == "ResourceQuota" else FakeKube.apply(kube2, obj)
+    assert rec2.reconcile(tenant(), {}).phase == "Provisioning"
+    assert {c["type"]: c for c in kube2.status["conditions"]}["QuotaReady"]["reason"] == "ApplyFailed"
