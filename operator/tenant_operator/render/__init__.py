@@ -19,7 +19,6 @@ from tenant_operator import naming
 from tenant_operator.config import OperatorConfig
 from tenant_operator.spec import Tenant
 
-
 # A UTF-16 surrogate pair as JSON writes a character beyond the BMP (an emoji),
 # not itself escaped by a preceding backslash.
 _SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
