@@ -22,6 +22,7 @@ from tenant_operator import config as config_mod
 from tenant_operator.backends import build_backends
 from tenant_operator.kube.client import Kube
 from tenant_operator.reconciler import Reconciler
+from tenant_operator.recovery import RecoveryWatch
 
 log = logging.getLogger("tenant_operator")
 
@@ -53,6 +54,9 @@ class State:
         self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
         self.triggers: dict[str, asyncio.Event] = {}            # reconcile daemons
         self.deletion_triggers: dict[str, asyncio.Event] = {}   # deletion handlers
+        self.recovery = RecoveryWatch({b.component: b.probe for b in self.backends if hasattr(b, "probe")},
+                                      self.wake)
+        self.recovery_task: asyncio.Task | None = None
 
     def wake(self, tenant: str) -> None:
         for triggers in (self.triggers, self.deletion_triggers):
@@ -94,6 +98,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     for group, _version, plural in OWNED:
         settings.watching.label_selectors[(group or "v1", plural)] = OWNED_SELECTOR
     memo.state = State(cfg)
+    memo.state.recovery_task = asyncio.get_running_loop().create_task(memo.state.recovery.run())
     metrics.start_if_configured()
     log.info("tenant-operator started: %d workers, drift check every %ss", cfg.workers, cfg.drift_interval)
 
@@ -102,6 +107,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
 async def cleanup(memo: kopf.Memo, **_) -> None:
     state: State | None = getattr(memo, "state", None)
     if state:
+        if state.recovery_task is not None:
+            state.recovery_task.cancel()
+        state.recovery.close()
         state.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -178,12 +186,16 @@ async def reconcile_daemon(name: str, body: kopf.Body, stopped: kopf.DaemonStopp
                 result = await loop.run_in_executor(state.executor, functools.partial(
                     state.reconciler.reconcile, snapshot, live, claims=claims))
             except Exception as exc:  # noqa: BLE001 - keep the loop alive, back off
-                log.exception("reconcile of tenant %s failed", name)
+                # One line with the cause (an API server outage fails every tenant at once);
+                # the traceback only at debug level.
+                log.error("reconcile of tenant %s failed: %s: %s", name, type(exc).__name__, str(exc)[:300])
+                log.debug("traceback", exc_info=True)
                 metrics.RECONCILE_ERRORS.inc()
                 kopf.warn(body, reason="ReconcileError", message=str(exc)[:500])
                 await _wait(trigger, stopped, 30.0)
                 continue
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+            state.recovery.update(name, result.waiting_on)
             metrics.set_phase(name, result.phase)
             for etype, reason, message in result.events:
                 kopf.event(body, type=etype, reason=reason, message=message[:1000])
@@ -193,6 +205,7 @@ async def reconcile_daemon(name: str, body: kopf.Body, stopped: kopf.DaemonStopp
                 await asyncio.sleep(0.2)
     finally:
         state.triggers.pop(name, None)
+        state.recovery.forget(name)
 
 
 # How long one invocation of the deletion handler keeps waiting in-process

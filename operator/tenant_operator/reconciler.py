@@ -60,6 +60,7 @@ class ReconcileResult:
     writes: int = 0
     retry_after: float | None = None   # seconds, when something failed
     phase: str = ""
+    waiting_on: set[str] = field(default_factory=set)   # components whose backend was unavailable
 
 
 def _message(exc: Exception) -> str:
@@ -256,6 +257,8 @@ class Reconciler:
                     continue
                 backend_results.append(res)
                 conditions[res.condition.type] = res.condition
+                if res.condition.reason == "BackendUnavailable":
+                    result.waiting_on.add(res.component)
                 for key, value in res.status.items():
                     if key == "pendingRemovals":
                         extra_status.setdefault(key, {}).update(value)

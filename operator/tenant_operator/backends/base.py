@@ -175,6 +175,9 @@ class BackendComponent(Component):
                 condition=Condition(self.condition_type, False, "BackendUnavailable", str(exc)),
                 objects=list(self._secrets(t, live).values()),   # keep what exists
                 failed=True)
+            if not self._was_unavailable(current_status):
+                # Once per outage of this tenant (not once per retry): the Tenant's events show it.
+                result.events.append(("Warning", "BackendUnavailable", str(exc)[:1000]))
         except ConfigError as exc:
             result = ComponentResult(component=self.component,
                                      condition=Condition(self.condition_type, False, "NotConfigured", str(exc)),
@@ -184,6 +187,14 @@ class BackendComponent(Component):
             result.events.append(("Normal", "CredentialsRotated", f"{self.backend_name} credentials rotated"))
         self._cache[t.name] = (key, time.monotonic(), result)
         return result
+
+    def _was_unavailable(self, current_status: dict) -> bool:
+        return any(c.get("type") == self.condition_type and c.get("reason") == "BackendUnavailable"
+                   for c in (current_status or {}).get("conditions") or [])
+
+    def probe(self) -> None:
+        """One cheap call that raises BackendUnavailable while the backend is down."""
+        raise NotImplementedError
 
     @staticmethod
     def _secrets_present(result: ComponentResult, live: dict) -> bool:

@@ -41,6 +41,10 @@ class MySQLComponent(BackendComponent):
                 self._clients[server.name] = MySQLBackend(server, pool_size=max(2, self.cfg.workers))
             return self._clients[server.name]
 
+    def probe(self) -> None:
+        for name in sorted(self.cfg.mysql_servers):
+            self.client(name).ping()
+
     def wanted(self, t: Tenant) -> bool:
         return bool(t.databases)
 

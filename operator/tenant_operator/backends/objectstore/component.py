@@ -38,6 +38,9 @@ class ObjectStorageComponent(BackendComponent):
                 self._listing = BucketListing(self._store)
             return self._store
 
+    def probe(self) -> None:
+        self.store.ping()
+
     def wanted(self, t: Tenant) -> bool:
         return t.object_storage is not None or (bool(t.databases) and t.backup.enabled)
 

@@ -48,6 +48,9 @@ class RabbitMQComponent(BackendComponent):
                 self._client = RabbitMQBackend(self.cfg.rabbitmq, timeout=30.0)
             return self._client
 
+    def probe(self) -> None:
+        self.client.ping()
+
     def wanted(self, t: Tenant) -> bool:
         return t.messaging is not None
 
