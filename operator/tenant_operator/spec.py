@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils.quantity import parse_quantity
-
-from tenant_operator import naming, ownership
+from tenant_operator import naming, ownership, quantities
 from tenant_operator.config import OperatorConfig
 from tenant_operator.durations import parse_duration
 from tenant_operator.errors import SpecError
+from tenant_operator.quantities import QUOTA_KEYS
 from tenant_operator.tiers import TIER_NAMES, merge
 
 DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -25,10 +25,6 @@ LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly|annually|midnight)|(\S+\s+){4}\S+)$")
 SUBJECT_KINDS = ("User", "Group", "ServiceAccount")
 DELETION_POLICIES = ("Delete", "Retain")
-# ResourceQuota names: standard ones (`pods`, `requests.cpu`), extended resources
-# (`requests.nvidia.com/gpu`), storage-class scoped ones and `count/<resource>`.
-QUOTA_KEYS = re.compile(r"^(requests\.|limits\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?)?$"
-                        r"|^[a-z0-9][-a-z0-9.]*\.storageclass\.storage\.k8s\.io/[a-z.-]+$|^count/.+$")
 
 
 @dataclass(frozen=True)
@@ -142,14 +138,12 @@ def _names(values: list, path: str, pattern: re.Pattern, what: str) -> tuple[str
     return tuple(values)
 
 
-def _quantity(value: Any, path: str) -> str:
-    text = str(value)
+def _quantity(value: Any, path: str) -> Decimal:
+    """The value of a Kubernetes quantity, comparable with another one."""
     try:
-        if parse_quantity(text) < 0:
-            raise ValueError
-    except (ValueError, TypeError):
+        return quantities.parse(value)
+    except ValueError:
         raise SpecError(path, f"{value!r} is not a valid Kubernetes quantity (e.g. 500m, 2, 4Gi)") from None
-    return text
 
 
 # --- sections ----------------------------------------------------------------------
