@@ -13,6 +13,8 @@ import yaml
 
 from tenant_operator.durations import parse_duration
 from tenant_operator.errors import ConfigError
+from tenant_operator.policy import TenantPolicy
+from tenant_operator.policy import from_dict as policy_from_dict
 from tenant_operator.tiers import DEFAULT_TIERS, TIER_NAMES, merge
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -119,6 +121,8 @@ class OperatorConfig:
     # Namespaces (shell patterns) and backend user names no Tenant may take.
     reserved_namespaces: tuple[str, ...] = ("default", "kube-*")
     reserved_users: tuple[str, ...] = ("guest", "root", "admin", "mysql.*", "mariadb.sys")
+    # What a Tenant may ask for (cluster issuers, Pod Security levels, admins, quota, domains).
+    policy: TenantPolicy = field(default_factory=TenantPolicy)
 
     def reserved_namespace_patterns(self) -> tuple[str, ...]:
         return (*self.reserved_namespaces, self.operator_namespace)
@@ -206,6 +210,7 @@ def from_dict(raw: dict | None) -> OperatorConfig:
             raise ConfigError(f"tiers.{name}", f"unknown tier; known tiers: {', '.join(TIER_NAMES)}")
         tiers[name] = merge(tiers[name], override or {})
     kwargs["tiers"] = tiers
+    kwargs["policy"] = policy_from_dict(raw.get("policy"), tiers)
 
     mysql = raw.get("mysql") or {}
     servers = {}

@@ -3,32 +3,39 @@
 The CRD schema lets the API server reject most bad input first; this module
 re-checks everything (a Tenant can be rendered offline with `tenant-operator
 render`, and defence in depth costs nothing). Every error is a SpecError whose
-message starts with the field path, e.g. `spec.databases[2]: ...`.
+message starts with the field path, e.g. `spec.databases[2]: ...`. The platform's
+policy (config `policy`: issuers, Pod Security levels, admins, quota maxima,
+domains) is enforced here too, by the pure checks of policy.py.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils.quantity import parse_quantity
-
-from tenant_operator import naming, ownership
+from tenant_operator import naming, ownership, quantities
 from tenant_operator.config import OperatorConfig
 from tenant_operator.durations import parse_duration
 from tenant_operator.errors import SpecError
+from tenant_operator.policy import (
+    POD_SECURITY_LEVELS,
+    SUBJECT_KINDS,
+    TenantPolicy,
+    check_cluster_issuer,
+    check_domains,
+    check_pod_security,
+    check_quota,
+    check_subject,
+)
+from tenant_operator.quantities import QUOTA_KEYS
 from tenant_operator.tiers import TIER_NAMES, merge
 
 DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly|annually|midnight)|(\S+\s+){4}\S+)$")
-SUBJECT_KINDS = ("User", "Group", "ServiceAccount")
 DELETION_POLICIES = ("Delete", "Retain")
-# ResourceQuota names: standard ones (`pods`, `requests.cpu`), extended resources
-# (`requests.nvidia.com/gpu`), storage-class scoped ones and `count/<resource>`.
-QUOTA_KEYS = re.compile(r"^(requests\.|limits\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?)?$"
-                        r"|^[a-z0-9][-a-z0-9.]*\.storageclass\.storage\.k8s\.io/[a-z.-]+$|^count/.+$")
 
 
 @dataclass(frozen=True)
@@ -142,25 +149,25 @@ def _names(values: list, path: str, pattern: re.Pattern, what: str) -> tuple[str
     return tuple(values)
 
 
-def _quantity(value: Any, path: str) -> str:
-    text = str(value)
+def _quantity(value: Any, path: str) -> Decimal:
+    """The value of a Kubernetes quantity, comparable with another one."""
     try:
-        if parse_quantity(text) < 0:
-            raise ValueError
-    except (ValueError, TypeError):
+        return quantities.parse(value)
+    except ValueError:
         raise SpecError(path, f"{value!r} is not a valid Kubernetes quantity (e.g. 500m, 2, 4Gi)") from None
-    return text
 
 
 # --- sections ----------------------------------------------------------------------
 
-def _quota(spec: dict, tier_quota: dict) -> dict[str, str]:
+def _quota(spec: dict, tier_quota: dict, policy: TenantPolicy) -> dict[str, str]:
     overrides = _get(spec, "quota", "spec", dict, {})
     for key, value in overrides.items():
         if not QUOTA_KEYS.match(key):
             raise SpecError(f"spec.quota.{key}", "is not a ResourceQuota resource name")
         _quantity(value, f"spec.quota.{key}")
-    return {k: str(v) for k, v in merge(tier_quota, overrides).items()}
+    quota = {k: str(v) for k, v in merge(tier_quota, overrides).items()}
+    check_quota(quota, policy)
+    return quota
 
 
 def _limits(spec: dict, tier_limits: dict) -> dict[str, dict[str, str]]:
@@ -193,25 +200,30 @@ def _object_storage(spec: dict, tier: dict) -> ObjectStorage | None:
     return ObjectStorage(buckets=buckets, quota_gib=quota)
 
 
-def _ingress(spec: dict, domains: tuple[str, ...]) -> Ingress | None:
+def _ingress(spec: dict, domains: tuple[str, ...], policy: TenantPolicy) -> Ingress | None:
     raw = _get(spec, "ingress", "spec", dict)
     if raw is None:
-        return Ingress() if domains else None
+        if not domains:
+            return None
+        check_cluster_issuer(Ingress.cluster_issuer, policy, defaulted=True)
+        return Ingress()
     port = _get(raw, "port", "spec.ingress", int, 80)
     if not 0 < port < 65536:
         raise SpecError("spec.ingress.port", f"must be between 1 and 65535, got {port}")
     svc = _get(raw, "service", "spec.ingress", str, "api-gateway")
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", svc):
         raise SpecError("spec.ingress.service", f"{svc!r} is not a valid Service name")
+    issuer = _get(raw, "clusterIssuer", "spec.ingress", str, Ingress.cluster_issuer)
+    check_cluster_issuer(issuer, policy, defaulted=raw.get("clusterIssuer") is None)
     return Ingress(
         enabled=_get(raw, "enabled", "spec.ingress", bool, True),
         class_name=_get(raw, "className", "spec.ingress", str, "nginx"),
-        cluster_issuer=_get(raw, "clusterIssuer", "spec.ingress", str, "letsencrypt-prod"),
+        cluster_issuer=issuer,
         service=svc, port=port,
     )
 
 
-def _admins(spec: dict) -> tuple[Subject, ...]:
+def _admins(spec: dict, policy: TenantPolicy) -> tuple[Subject, ...]:
     out = []
     for i, raw in enumerate(_get(spec, "admins", "spec", list, [])):
         path = f"spec.admins[{i}]"
@@ -226,6 +238,7 @@ def _admins(spec: dict) -> tuple[Subject, ...]:
         ns = raw.get("namespace", "")
         if kind == "ServiceAccount" and not ns:
             raise SpecError(f"{path}.namespace", "is required for a ServiceAccount subject")
+        check_subject(i, kind, name, ns, policy)
         out.append(Subject(kind=kind, name=name, namespace=ns))
     return tuple(out)
 
@@ -285,6 +298,7 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
 
     domains = tuple(d.lower() if isinstance(d, str) else d for d in _get(spec, "domains", "spec", list, []))
     domains = _names(list(domains), "spec.domains", DNS_NAME, "DNS name")
+    check_domains(domains, config.policy)
 
     billing_raw = _get(spec, "billing", "spec", dict, {})
     billing = Billing(id=_get(billing_raw, "id", "spec.billing", str, ""),
@@ -309,8 +323,9 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
                                             "spec.messaging.queues", naming.QUEUE_NAME, "queue name"))
 
     pod_security = _get(spec, "podSecurity", "spec", str, tier.get("podSecurity", "restricted"))
-    if pod_security not in ("restricted", "baseline", "privileged"):
+    if pod_security not in POD_SECURITY_LEVELS:
         raise SpecError("spec.podSecurity", f"must be restricted, baseline or privileged, got {pod_security!r}")
+    check_pod_security(pod_security, config.policy)
 
     display = _get(spec, "displayName", "spec", str, "")
     if len(display) > 128:
@@ -340,7 +355,7 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
         display_name=display,
         domains=domains,
         billing=billing,
-        quota=_quota(spec, tier["quota"]),
+        quota=_quota(spec, tier["quota"], config.policy),
         limits=_limits(spec, tier["limits"]),
         pod_security=pod_security,
         databases=databases,
@@ -350,8 +365,8 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
         messaging=messaging,
         rabbitmq_max_connections=int(tier["rabbitmq"]["maxConnections"]),
         rabbitmq_max_queues=int(tier["rabbitmq"]["maxQueues"]),
-        ingress=_ingress(spec, domains),
-        admins=_admins(spec),
+        ingress=_ingress(spec, domains, config.policy),
+        admins=_admins(spec, config.policy),
         backup=_backup(spec),
         suspended=_get(spec, "suspended", "spec", bool, False),
         deletion=_deletion(spec, config),

@@ -18,6 +18,7 @@ import yaml
 from tenant_operator import GROUP, PLURAL, config, render, spec
 from tenant_operator.handlers import OWNED
 from tenant_operator.kube.client import KINDS
+from tenant_operator.policy import TenantPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "tenant.yaml"
@@ -313,6 +314,7 @@ def test_manifests_config_is_valid_with_the_credentials(monkeypatch):
     cfg = config.from_dict(raw)
     assert cfg.mysql_server("main").admin_password == "change-me-mysql_main_admin_password"
     assert cfg.object_storage.backend == "minio" and cfg.rabbitmq.admin_user
+    assert "policy" in raw and cfg.policy == TenantPolicy()     # shows the defaults
 
 
 def test_chart_deployment_is_hardened():
@@ -353,6 +355,12 @@ def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
     assert [s.namespace or s.cidr for s in cfg.shared_services] == ["monitoring", "10.96.0.10/32"]
     assert cfg.rabbitmq.admin_user == "value-of-RABBITMQ_ADMIN_USER"
     assert cfg.object_storage.tenant_endpoint == "https://s3.example.com"
+    assert cfg.policy.allowed_cluster_issuers == ("letsencrypt-prod", "internal-*")
+    assert cfg.policy.allowed_pod_security == ("restricted", "baseline", "privileged")
+    assert cfg.policy.subjects.allowed_kinds == ("User", "Group")
+    assert cfg.policy.subjects.denied_names == TenantPolicy().subjects.denied_names    # chart default kept
+    assert cfg.policy.max_quota == {"requests.cpu": "64", "limits.memory": "256Gi", "pods": "500"}
+    assert cfg.policy.allowed_domain_suffixes == ("example.com", "tenants.example.net")
     assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
     checksum = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     assert re.fullmatch(r"[0-9a-f]{64}", checksum)
@@ -362,6 +370,7 @@ def test_chart_default_config_is_valid():
     docs = helm_template()
     cfg = config.from_dict(yaml.safe_load(one(docs, "Secret")["stringData"]["config.yaml"]))
     assert cfg.namespace_prefix == "tenant-" and cfg.backup_image.endswith(":0.1.0")
+    assert cfg.policy == TenantPolicy()           # the chart's defaults are the operator's
     assert not by_kind(docs, "ServiceMonitor")
 
 

@@ -265,7 +265,8 @@ def test_ingress_one_rule_per_domain():
 
 
 def test_ingress_uses_the_spec_issuer_and_class():
-    t = tenant(ingress={"className": "traefik", "clusterIssuer": "internal-ca", "service": "web"})
+    cfg = config.from_dict({"policy": {"allowedClusterIssuers": ["letsencrypt-*", "internal-ca"]}})
+    t = tenant(cfg, ingress={"className": "traefik", "clusterIssuer": "internal-ca", "service": "web"})
     (ing,) = render.ingress(t, CFG)
     assert ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "internal-ca"
     assert ing["spec"]["ingressClassName"] == "traefik"

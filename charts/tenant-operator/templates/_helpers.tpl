@@ -63,6 +63,7 @@ tenant-operator.credentialsEnv).
 {{- $out := dict "namespacePrefix" $c.namespacePrefix "defaultGracePeriod" $c.defaultGracePeriod "ingressControllerNamespace" $c.ingressControllerNamespace "workers" (int $c.workers) "backupsBucketRetentionDays" (int (default 90 $c.backupsBucketRetentionDays)) "archiveRetentionDays" (int (default 2555 $c.archiveRetentionDays)) "backupImage" (default (include "tenant-operator.image" .) $c.backupImage) -}}
 {{- with $c.sharedServices }}{{ $_ := set $out "sharedServices" . }}{{ end -}}
 {{- with $c.tiers }}{{ $_ := set $out "tiers" . }}{{ end -}}
+{{- with $c.policy }}{{ $_ := set $out "policy" . }}{{ end -}}
 {{- if $c.mysql.servers -}}
 {{- $servers := dict -}}
 {{- range $name, $srv := $c.mysql.servers -}}
