@@ -8,15 +8,16 @@ from decimal import Decimal
 
 from kubernetes.utils.quantity import parse_quantity
 
+from tenant_operator import contract
+
 # ResourceQuota names: standard ones (`pods`, `requests.cpu`), extended resources
 # (`requests.nvidia.com/gpu`), storage-class scoped ones and `count/<resource>`.
-QUOTA_KEYS = re.compile(r"^(requests\.|limits\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?)?$"
-                        r"|^[a-z0-9][-a-z0-9.]*\.storageclass\.storage\.k8s\.io/[a-z.-]+$|^count/.+$")
+QUOTA_KEYS = contract.QUOTA_KEY_RE
 
 # The Kubernetes quantity grammar, non-negative: a decimal number and an optional
 # binary SI suffix, decimal exponent or decimal SI suffix. Stricter than
 # parse_quantity, which also takes ' 2', '1_000', 'inf' or '1K'.
-_QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[eE][-+]?\d+|[numkMGTPE])?$")
+_QUANTITY = re.compile(contract.QUANTITY)
 
 
 def parse(value: object) -> Decimal:

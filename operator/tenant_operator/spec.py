@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from tenant_operator import naming, ownership, quantities
+from tenant_operator import contract, naming, ownership, quantities
 from tenant_operator.config import OperatorConfig
 from tenant_operator.durations import parse_duration
 from tenant_operator.errors import SpecError
@@ -34,7 +34,7 @@ from tenant_operator.tiers import TIER_NAMES, merge
 
 DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly|annually|midnight)|(\S+\s+){4}\S+)$")
+CRON = contract.CRON_RE
 DELETION_POLICIES = ("Delete", "Retain")
 
 
@@ -138,7 +138,14 @@ def _get(obj: dict, key: str, path: str, kind: type | tuple, default: Any = None
     return value
 
 
+def _at_most(values, path: str) -> None:
+    limit = contract.MAX_ITEMS.get(path)
+    if limit is not None and len(values) > limit:
+        raise SpecError(path, f"has {len(values)} entries, at most {limit} are allowed")
+
+
 def _names(values: list, path: str, pattern: re.Pattern, what: str) -> tuple[str, ...]:
+    _at_most(values, path)
     seen: set[str] = set()
     for i, value in enumerate(values):
         if not isinstance(value, str) or not pattern.fullmatch(value):
@@ -161,6 +168,7 @@ def _quantity(value: Any, path: str) -> Decimal:
 
 def _quota(spec: dict, tier_quota: dict, policy: TenantPolicy) -> dict[str, str]:
     overrides = _get(spec, "quota", "spec", dict, {})
+    _at_most(overrides, "spec.quota")
     for key, value in overrides.items():
         if not QUOTA_KEYS.match(key):
             raise SpecError(f"spec.quota.{key}", "is not a ResourceQuota resource name")
@@ -182,7 +190,26 @@ def _limits(spec: dict, tier_limits: dict) -> dict[str, dict[str, str]]:
                 raise SpecError(f"spec.limits.{section}.{res}", "must be cpu, memory or ephemeral-storage")
             _quantity(q, f"spec.limits.{section}.{res}")
     out = merge(tier_limits, overrides)
+    _limits_in_order(out, overrides)
     return {s: {r: str(q) for r, q in v.items()} for s, v in out.items()}
+
+
+# A LimitRange must hold min <= defaultRequest <= default <= max for each resource.
+_LIMIT_ORDER = (("min", "defaultRequest"), ("min", "default"), ("defaultRequest", "default"),
+                ("defaultRequest", "max"), ("default", "max"), ("min", "max"))
+
+
+def _limits_in_order(effective: dict, overrides: dict) -> None:
+    """The tier's limits with the Tenant's overrides must still make a valid
+    LimitRange; the field named is the override that breaks it."""
+    for low, high in _LIMIT_ORDER:
+        for res in ("cpu", "memory", "ephemeral-storage"):
+            a, b = (effective.get(low) or {}).get(res), (effective.get(high) or {}).get(res)
+            if a is None or b is None or quantities.parse(a) <= quantities.parse(b):
+                continue
+            section = high if res in (overrides.get(high) or {}) else low
+            raise SpecError(f"spec.limits.{section}.{res}", f"{low} {a} is above {high} {b} (a LimitRange needs "
+                                                            "min <= defaultRequest <= default <= max)")
 
 
 def _object_storage(spec: dict, tier: dict) -> ObjectStorage | None:
@@ -214,10 +241,15 @@ def _ingress(spec: dict, domains: tuple[str, ...], policy: TenantPolicy) -> Ingr
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", svc):
         raise SpecError("spec.ingress.service", f"{svc!r} is not a valid Service name")
     issuer = _get(raw, "clusterIssuer", "spec.ingress", str, Ingress.cluster_issuer)
+    class_name = _get(raw, "className", "spec.ingress", str, "nginx")
+    for field_name, value in (("clusterIssuer", issuer), ("className", class_name)):
+        if len(value) > 253 or not contract.DNS_SUBDOMAIN_RE.fullmatch(value):
+            raise SpecError(f"spec.ingress.{field_name}", f"{value!r} is not a valid Kubernetes object name "
+                                                          "(lowercase letters, digits, '-' and '.')")
     check_cluster_issuer(issuer, policy, defaulted=raw.get("clusterIssuer") is None)
     return Ingress(
         enabled=_get(raw, "enabled", "spec.ingress", bool, True),
-        class_name=_get(raw, "className", "spec.ingress", str, "nginx"),
+        class_name=class_name,
         cluster_issuer=issuer,
         service=svc, port=port,
     )
@@ -225,7 +257,9 @@ def _ingress(spec: dict, domains: tuple[str, ...], policy: TenantPolicy) -> Ingr
 
 def _admins(spec: dict, policy: TenantPolicy) -> tuple[Subject, ...]:
     out = []
-    for i, raw in enumerate(_get(spec, "admins", "spec", list, [])):
+    admins = _get(spec, "admins", "spec", list, [])
+    _at_most(admins, "spec.admins")
+    for i, raw in enumerate(admins):
         path = f"spec.admins[{i}]"
         if not isinstance(raw, dict):
             raise SpecError(path, "must be an object with kind and name")
@@ -238,6 +272,10 @@ def _admins(spec: dict, policy: TenantPolicy) -> tuple[Subject, ...]:
         ns = raw.get("namespace", "")
         if kind == "ServiceAccount" and not ns:
             raise SpecError(f"{path}.namespace", "is required for a ServiceAccount subject")
+        if kind == "ServiceAccount" and not contract.DNS_SUBDOMAIN_RE.fullmatch(name):
+            raise SpecError(f"{path}.name", f"{name!r} is not a valid ServiceAccount name")
+        if ns and (not isinstance(ns, str) or len(ns) > 63 or not contract.DNS_LABEL_RE.fullmatch(ns)):
+            raise SpecError(f"{path}.namespace", f"{ns!r} is not a valid namespace name")
         check_subject(i, kind, name, ns, policy)
         out.append(Subject(kind=kind, name=name, namespace=ns))
     return tuple(out)
@@ -246,8 +284,10 @@ def _admins(spec: dict, policy: TenantPolicy) -> tuple[Subject, ...]:
 def _backup(spec: dict) -> Backup:
     raw = _get(spec, "backup", "spec", dict, {})
     schedule = _get(raw, "schedule", "spec.backup", str, "0 2 * * *")
-    if not CRON.fullmatch(schedule.strip()):
-        raise SpecError("spec.backup.schedule", f"{schedule!r} is not a cron schedule (5 fields or @daily)")
+    if not CRON.fullmatch(schedule):
+        raise SpecError("spec.backup.schedule", f"{schedule!r} is not a cron schedule: 5 fields in range "
+                                                "(minute 0-59, hour 0-23, day 1-31, month 1-12 or JAN-DEC, "
+                                                "weekday 0-7 or SUN-SAT) or a macro such as @daily")
     ret = _get(raw, "retention", "spec.backup", dict, {})
     values = {}
     for key, default in (("daily", 7), ("weekly", 4), ("monthly", 12)):
@@ -258,7 +298,7 @@ def _backup(spec: dict) -> Backup:
     if not any(values.values()):
         raise SpecError("spec.backup.retention", "keeps nothing: set at least one of daily, weekly, monthly")
     return Backup(enabled=_get(raw, "enabled", "spec.backup", bool, True),
-                  schedule=schedule.strip(), retention=Retention(**values))
+                  schedule=schedule, retention=Retention(**values))
 
 
 def _deletion(spec: dict, config: OperatorConfig) -> Deletion:
@@ -267,10 +307,15 @@ def _deletion(spec: dict, config: OperatorConfig) -> Deletion:
     if grace is None:
         seconds = config.default_grace_period
     else:
+        if isinstance(grace, str) and not (grace and contract.GRACE_PERIOD_RE.fullmatch(grace)):
+            raise SpecError("spec.deletion.gracePeriod", f"invalid duration {grace!r}: use e.g. 720h, 30d, "
+                                                         "1h30m, 45s")
         try:
             seconds = parse_duration(grace)
         except ValueError as exc:
             raise SpecError("spec.deletion.gracePeriod", str(exc)) from None
+        if seconds > contract.MAX_GRACE_SECONDS:
+            raise SpecError("spec.deletion.gracePeriod", f"{grace!r} is longer than the maximum of 3650d (10 years)")
     policy = _get(raw, "policy", "spec.deletion", str, "Delete")
     if policy not in DELETION_POLICIES:
         raise SpecError("spec.deletion.policy", f"must be Delete or Retain, got {policy!r}")

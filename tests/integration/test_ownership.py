@@ -267,7 +267,7 @@ def test_a_removed_bucket_is_archived_before_it_is_deleted(tenants, core):
     assert admin_s3().get_object(creds["S3_BACKUPS_BUCKET"], archived).read() == b"report"
     # The application reads its archive like its backups, and cannot change it.
     assert s3_client(creds).get_object(creds["S3_BACKUPS_BUCKET"], archived).read() == b"report"
-    (event,) = tenant_events(core, name, "BucketDeleted")
+    (event,) = wait_for(lambda: tenant_events(core, name, "BucketDeleted"), 30, what="the BucketDeleted event")
     assert f"archive/{name}-old/" in event.message
 
 

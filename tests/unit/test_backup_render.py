@@ -181,13 +181,16 @@ def test_resources_fit_each_tier(tier):
 
 
 def test_resources_are_capped_at_the_limitrange_max_and_raised_to_its_min():
+    # (A LimitRange needs min <= defaultRequest <= default <= max, so those follow.)
     t = tenant(tier="standard", limits={"max": {"cpu": "250m", "memory": "96Mi"},
+                                        "default": {"cpu": "250m", "memory": "96Mi"},
+                                        "defaultRequest": {"cpu": "150m", "memory": "32Mi"},
                                         "min": {"cpu": "150m", "memory": "32Mi"}})
     res = render_backup.resources(t)
     assert res == {"requests": {"cpu": "150m", "memory": "96Mi"}, "limits": {"cpu": "250m", "memory": "96Mi"}}
     assert fits(res, t.limits)
-    assert fits(render_backup.resources(tenant(limits={"max": {"cpu": "50m"}})),
-                tenant(limits={"max": {"cpu": "50m"}}).limits)
+    small = {"max": {"cpu": "50m"}, "default": {"cpu": "50m"}, "defaultRequest": {"cpu": "50m"}}
+    assert fits(render_backup.resources(tenant(limits=small)), tenant(limits=small).limits)
 
 
 def test_ephemeral_storage_only_when_constrained():
