@@ -168,6 +168,14 @@ def validate_user_name(name: str, what: str = "user name") -> str:
     return name
 
 
+def user_policy(user: str, policy_name: str, buckets: list[str], protected: tuple[str, ...],
+                read_only: tuple[str, ...], owner_uid: str) -> dict:
+    """The checked names and the policy document of a storage user, as both stores write it."""
+    validate_user_name(user)
+    validate_user_name(policy_name, "policy name")
+    return tenant_policy(buckets, protected, read_only, owner_uid)
+
+
 def claim_user(user: str, exists: bool, marker: str, owner_uid: str, adopt: bool) -> None:
     """NameConflict unless the storage user is free, marked for `owner_uid`, or unmarked and `adopt`."""
     decision = ownership.claim_decision(marker, "", "", uid=ownership.uid_hex(owner_uid), tenant="",
@@ -604,9 +612,7 @@ class MinioStore:
         With `owner_uid`, a user of this name that is not marked for that UID
         raises NameConflict before anything changes (unless `adopt` and it is
         unmarked); the user is marked as it is created or updated."""
-        validate_user_name(user)
-        validate_user_name(policy_name, "policy name")
-        document = tenant_policy(buckets, protected, read_only, owner_uid)
+        document = user_policy(user, policy_name, buckets, protected, read_only, owner_uid)
         changes: list[str] = []
         with self._guard(f"ensuring user {user}"):
             existing = self._policy_doc(policy_name)
@@ -950,9 +956,7 @@ class S3IamStore:
         With `owner_uid`, a user of this name that is not marked for that UID
         raises NameConflict before anything changes (unless `adopt` and it is
         unmarked); the user is marked as it is created or updated."""
-        validate_user_name(user)
-        validate_user_name(policy_name, "policy name")
-        document = tenant_policy(buckets, protected, read_only, owner_uid)
+        document = user_policy(user, policy_name, buckets, protected, read_only, owner_uid)
         changes: list[str] = []
         with self._guard(f"ensuring user {user}", iam=True):
             found = self._user(user)

@@ -125,23 +125,22 @@ class RabbitMQComponent(BackendComponent):
                                                                    client.user_marker))
             if marker(name)[1] == t.uid]
 
-    def revoke(self, t: Tenant) -> str:
+    def _delete_marked(self, t: Tenant, what: str, name: str, marker, delete) -> str:
+        """Delete `name` only if its marker records this Tenant's UID."""
         if self.cfg.rabbitmq is None:
             return ""
-        client, user = self.client, naming.rabbitmq_user(t.name)
-        exists, uid, _retained = client.user_marker(user)
+        exists, uid, _retained = marker(name)
         if uid != t.uid or not t.uid:
-            return f"RabbitMQ user {user} is not this Tenant's; left alone" if exists else ""
-        return "deleted RabbitMQ user" if client.delete_user(user) else ""
+            return f"{what} {name} is not this Tenant's; left alone" if exists else ""
+        return f"deleted {what}" if delete(name) else ""
+
+    def revoke(self, t: Tenant) -> str:
+        return self._delete_marked(t, "RabbitMQ user", naming.rabbitmq_user(t.name),
+                                   lambda n: self.client.user_marker(n), lambda n: self.client.delete_user(n))
 
     def purge(self, t: Tenant) -> str:
-        if self.cfg.rabbitmq is None:
-            return ""
-        client, vhost = self.client, naming.vhost(t.name)
-        exists, uid, _retained = client.vhost_marker(vhost)
-        if uid != t.uid or not t.uid:
-            return f"vhost {vhost} is not this Tenant's; left alone" if exists else ""
-        return "deleted vhost" if client.delete_vhost(vhost) else ""
+        return self._delete_marked(t, "vhost", naming.vhost(t.name),
+                                   lambda n: self.client.vhost_marker(n), lambda n: self.client.delete_vhost(n))
 
     def retain(self, t: Tenant) -> list[str]:
         """Policy Retain: mark the vhost kept for a later Tenant of the same name."""
