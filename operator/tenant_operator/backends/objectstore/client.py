@@ -34,7 +34,7 @@ import botocore.config
 import botocore.exceptions
 import certifi
 import urllib3
-from minio import Minio, MinioAdmin
+from minio import Minio
 from minio.commonconfig import ENABLED, ComposeSource, CopySource, Filter, Tags
 from minio.credentials import StaticProvider
 from minio.deleteobjects import DeleteObject
@@ -43,6 +43,7 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, NoncurrentVersion
 from minio.versioningconfig import SUSPENDED, VersioningConfig
 
 from tenant_operator import config, ownership
+from tenant_operator.backends.objectstore.admin import Admin
 from tenant_operator.errors import BackendUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
@@ -375,8 +376,8 @@ class MinioStore:
         )
         self._s3 = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure,
                          region=region, http_client=self._http)
-        self._admin = MinioAdmin(endpoint=host, credentials=StaticProvider(access_key, secret_key),
-                                 region=region, secure=secure, http_client=self._http)
+        self._admin = Admin(endpoint=host, credentials=StaticProvider(access_key, secret_key),
+                            region=region, secure=secure, http_client=self._http)
 
     def __repr__(self) -> str:
         return f"MinioStore({self.endpoint!r})"
