@@ -40,6 +40,7 @@ from tenant_operator.components import ComponentResult, live_secret_data
 from tenant_operator.config import OperatorConfig
 from tenant_operator.errors import BackendUnavailable, ConfigError
 from tenant_operator.kube.client import Kube
+from tenant_operator.lifecycle import parse_time
 from tenant_operator.metrics import BACKEND_ERRORS
 from tenant_operator.ownership import NameConflict
 from tenant_operator.spec import Tenant
@@ -68,8 +69,7 @@ def removal_due(result_status: dict, now: datetime | None = None) -> bool:
     for entries in ((result_status or {}).get("pendingRemovals") or {}).values():
         for entry in entries or []:
             after = entry.get("purgeAfter")
-            if after and not entry.get("waitingOn") and \
-                    datetime.fromisoformat(after.replace("Z", "+00:00")) <= now:
+            if after and not entry.get("waitingOn") and parse_time(after) <= now:
                 return True
     return False
 

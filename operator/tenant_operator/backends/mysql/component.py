@@ -10,6 +10,7 @@ from tenant_operator import naming, ownership
 from tenant_operator.backends.base import BackendComponent, new_password
 from tenant_operator.components import ComponentResult
 from tenant_operator.errors import ConfigError
+from tenant_operator.lifecycle import iso_time, parse_time
 from tenant_operator.ownership import NameConflict
 from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition
@@ -114,7 +115,6 @@ class MySQLComponent(BackendComponent):
         out its own grace period, locked but intact, with its Secret kept; a
         final dump is taken before it is dropped (policy Delete) or it is kept
         (policy Retain). While the Tenant is terminating nothing changes here."""
-        from tenant_operator.lifecycle import iso_time, parse_time
         pending = []
         now = datetime.now(UTC)
         for server_name, server_rows in owned.items():

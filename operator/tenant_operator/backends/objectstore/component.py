@@ -9,11 +9,13 @@ from tenant_operator import naming, ownership
 from tenant_operator.backends.base import BackendComponent
 from tenant_operator.components import ComponentResult
 from tenant_operator.errors import BackendUnavailable, ConfigError
+from tenant_operator.lifecycle import iso_time, parse_time
 from tenant_operator.ownership import NameConflict
 from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition, now_iso
 
 log = logging.getLogger(__name__)
+
 
 class ObjectStorageComponent(BackendComponent):
     component = "objectstorage"
@@ -100,7 +102,6 @@ class ObjectStorageComponent(BackendComponent):
 
     def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
                  current_status: dict | None = None) -> ComponentResult:
-        from tenant_operator.lifecycle import iso_time, parse_time
         store = self.store
         spec_buckets = t.object_storage.buckets if t.object_storage else ()
         quota_gib = t.object_storage.quota_gib if t.object_storage else 0

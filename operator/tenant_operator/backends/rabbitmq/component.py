@@ -9,6 +9,7 @@ from tenant_operator import naming, ownership
 from tenant_operator.backends.base import BackendComponent, new_password
 from tenant_operator.components import ComponentResult
 from tenant_operator.errors import ConfigError
+from tenant_operator.lifecycle import iso_time, parse_time
 from tenant_operator.ownership import NameConflict
 from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition
@@ -21,10 +22,11 @@ def pending_queues(current_status: dict | None) -> dict[str, datetime]:
     out = {}
     for entry in (((current_status or {}).get("pendingRemovals") or {}).get("queues") or []):
         try:
-            out[entry["queue"]] = datetime.fromisoformat(str(entry["purgeAfter"]).replace("Z", "+00:00"))
+            out[entry["queue"]] = parse_time(str(entry["purgeAfter"]))
         except (KeyError, TypeError, ValueError):
             continue   # unreadable: the queue waits a full grace period again
     return out
+
 
 class RabbitMQComponent(BackendComponent):
     component = "rabbitmq"
@@ -79,7 +81,6 @@ class RabbitMQComponent(BackendComponent):
         queues = {naming.queue(t.name, q): f"{q}.#" for q in (t.messaging.queues if t.messaging else ())}
         # A queue removed from the spec waits out the grace period (unbound, kept);
         # its purgeAfter is kept in status.pendingRemovals (lost, the wait restarts).
-        from tenant_operator.lifecycle import iso_time
         previous = pending_queues(current_status)
         now = datetime.now(UTC)
         release = set() if terminating else {q for q, after in previous.items() if after <= now}
