@@ -52,8 +52,41 @@ build_minio() {
   log "minio $MINIO_VERSION: built in $(( $(date +%s) - t ))s"
 }
 
+# What running pods takes, from the same pinned Kubernetes module: the
+# scheduler, kubelet and kube-proxy.
+build_node() {
+  local out="$CACHE_DIR/bin/node-$K8S_VERSION"
+  if [[ -x "$out/kubelet" && -x "$out/kube-proxy" && -x "$out/kube-scheduler" ]]; then
+    log "kube-scheduler, kubelet, kube-proxy $K8S_VERSION: cached"; return
+  fi
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  log "kube-scheduler, kubelet, kube-proxy $K8S_VERSION: building"
+  local t=$(date +%s) tmp="$out.tmp.$$"
+  mkdir -p "$tmp"
+  (cd "$DEVENV_SRC/go/kubernetes" && go build -mod=mod -trimpath -ldflags "$ldflags" -o "$tmp/" \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+  rm -rf "$out"; mv "$tmp" "$out"
+  log "kube-scheduler, kubelet, kube-proxy $K8S_VERSION: built in $(( $(date +%s) - t ))s"
+}
+
+# NetworkPolicy enforcement: the SIG Network implementation kind ships.
+build_netpol() {
+  local bin; bin=$(bin_path kube-network-policies "$KNP_VERSION")
+  if [[ -x "$bin" ]]; then log "kube-network-policies $KNP_VERSION: cached"; return; fi
+  log "kube-network-policies $KNP_VERSION: building"
+  local t=$(date +%s) gobin
+  gobin=$(mktemp -d)
+  GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kube-network-policies/cmd@$KNP_VERSION"
+  mkdir -p "$(dirname "$bin")"; mv "$gobin/cmd" "$bin"; rmdir "$gobin"
+  log "kube-network-policies $KNP_VERSION: built in $(( $(date +%s) - t ))s"
+}
+
 case "${1:-all}" in
   all) build_etcd; build_minio; build_kubernetes ;;
-  etcd|minio|kubernetes) "build_$1" ;;
-  *) die "usage: build.sh [all|etcd|minio|kubernetes]" ;;
+  node) build_node; build_netpol ;;
+  etcd|minio|kubernetes|netpol) "build_$1" ;;
+  *) die "usage: build.sh [all|node|etcd|minio|kubernetes|netpol]" ;;
 esac

@@ -27,6 +27,11 @@ load_state() {
       echo "RABBIT_NODE=devenv$(echo "$DEVENV_DIR" | cksum | cut -d' ' -f1)@localhost"
     } > "$STATE"
   fi
+  # Ports added since this environment was created.
+  local p
+  for p in SCHEDULER_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT NETPOL_METRICS_PORT; do
+    grep -q "^$p=" "$STATE" || echo "$p=$(free_port)" >> "$STATE"
+  done
   # shellcheck disable=SC1090
   . "$STATE"
 }
@@ -136,11 +141,14 @@ start_kube_apiserver() {
   make_pki; write_kubeconfig
   spawn kube-apiserver "$(kube_bin kube-apiserver)" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --advertise-address "$POD_GATEWAY" \
+    --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+    --kubelet-preferred-address-types Hostname \
     --cert-dir "$PKI" --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.crt" \
     --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
-    --authorization-mode RBAC \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --service-account-issuer "https://127.0.0.1:$APISERVER_PORT/" \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
     --enable-priority-and-fairness=false \
@@ -155,7 +163,7 @@ start_kube_controller_manager() {
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --use-service-account-credentials=false \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
-    --controllers namespace-controller,garbage-collector-controller,cronjob-controller,job-controller,resourcequota-controller,serviceaccount-controller,serviceaccount-token-controller \
+    --controllers namespace-controller,garbage-collector-controller,cronjob-controller,job-controller,resourcequota-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,daemonset-controller,endpointslice-controller,root-ca-certificate-publisher-controller,ttl-after-finished-controller,pod-garbage-collector-controller,node-lifecycle-controller \
     --concurrent-namespace-syncs 10 --concurrent-gc-syncs 20 \
     --kube-api-qps 200 --kube-api-burst 400 -v=1
   wait_until 60 kube-controller-manager curl -skf "https://127.0.0.1:$KCM_PORT/healthz"
@@ -303,3 +311,6 @@ rabbitmq:
   adminPassword: '$RABBITMQ_ADMIN_PASSWORD'
 CFG
 }
+
+# shellcheck source=node.sh
+. "$DEVENV_SRC/node.sh"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Start the local platform on 127.0.0.1: etcd, kube-apiserver,
-# kube-controller-manager, MariaDB, RabbitMQ and MinIO. Idempotent: a
+# kube-controller-manager, MariaDB, RabbitMQ, MinIO and a node (containerd,
+# kubelet, kube-proxy, kube-network-policies, CoreDNS). Idempotent: a
 # component that is already running and healthy is reused.
 #   devenv/up.sh               everything (builds what the cache lacks)
 #   devenv/up.sh mariadb ...   only the named components
+#   DEVENV_NODE=0 devenv/up.sh everything but the node
 . "$(dirname "$0")/lib.sh"
 . "$DEVENV_SRC/procs.sh"
 
@@ -14,11 +16,16 @@ chmod 711 "$DEVENV_DIR"; chmod 700 "$DEVENV_DIR/pki" "$DEVENV_DIR/run"
 load_state
 
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd kube-apiserver kube-controller-manager mariadb rabbitmq minio)
+NODE_COMPONENTS=(kube-scheduler containerd kubelet kube-proxy netpol coredns)
+if [[ ${#components[@]} -eq 0 ]]; then
+  components=(etcd kube-apiserver kube-controller-manager mariadb rabbitmq minio)
+  [[ "${DEVENV_NODE:-1}" == 0 ]] || components+=("${NODE_COMPONENTS[@]}")
+fi
 
 if [[ $# -eq 0 ]]; then
   log "preparing binaries"
   bash "$DEVENV_SRC/build.sh" all
+  [[ "${DEVENV_NODE:-1}" == 0 ]] || bash "$DEVENV_SRC/build.sh" node
   kube_bin="$CACHE_DIR/bin/kubernetes-$K8S_VERSION"
   ln -sf "$kube_bin/kubectl" "$DEVENV_DIR/bin/kubectl"
 fi
@@ -26,9 +33,13 @@ fi
 for c in "${components[@]}"; do
   case "$c" in
     etcd|kube-apiserver|kube-controller-manager|mariadb|rabbitmq|minio) ;;
+    kube-scheduler|containerd|kubelet|kube-proxy|netpol|coredns) ;;
     *) die "unknown component '$c'" ;;
   esac
   t=$(date +%s)
+  # The last two run as pods: ready is their state.
+  if [[ "$c" == coredns ]] && dns_ready 2>/dev/null; then log "coredns: already available"; continue; fi
+  if [[ "$c" == netpol ]] && netpol_ready 2>/dev/null; then log "netpol: already serving"; continue; fi
   if is_running "$c"; then log "$c: already running (pid $(cat "$DEVENV_DIR/run/$c.pid"))"; continue; fi
   log "$c: starting"
   "start_${c//-/_}"
