@@ -314,6 +314,9 @@ def test_manifests_config_is_valid_with_the_credentials(monkeypatch):
     cfg = config.from_dict(raw)
     assert cfg.mysql_server("main").admin_password == "change-me-mysql_main_admin_password"
     assert cfg.object_storage.backend == "minio" and cfg.rabbitmq.admin_user
+    # In-cluster Service names: egress to their namespaces, nothing looked up.
+    assert [cfg.mysql_server("main").egress.namespace, cfg.object_storage.egress.namespace,
+            cfg.rabbitmq.egress.namespace] == ["databases", "storage", "messaging"]
     assert "policy" in raw and cfg.policy == TenantPolicy()     # shows the defaults
 
 
@@ -355,6 +358,15 @@ def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
     assert [s.namespace or s.cidr for s in cfg.shared_services] == ["monitoring", "10.96.0.10/32"]
     assert cfg.rabbitmq.admin_user == "value-of-RABBITMQ_ADMIN_USER"
     assert cfg.object_storage.tenant_endpoint == "https://s3.example.com"
+    # Backend egress: derived (a Service's namespace; the public endpoint resolved), or the values' override.
+    assert cfg.cluster_domain == "cluster.local"
+    assert cfg.mysql_server("main").egress.namespace == "databases"
+    assert cfg.mysql_server("eu-west").egress.cidrs == ("203.0.113.0/28",)
+    assert cfg.mysql_server("eu-west").egress.source == "mysql.servers.eu-west.egress"
+    assert cfg.object_storage.egress.ports == (443,) and cfg.object_storage.egress.cidrs
+    assert cfg.object_storage.egress.source == "objectStorage.publicEndpoint"
+    assert (cfg.rabbitmq.egress.namespace, cfg.rabbitmq.egress.pod_selector, cfg.rabbitmq.egress.ports) == (
+        "messaging", {"matchLabels": {"app.kubernetes.io/name": "rabbitmq"}}, (5672,))
     assert cfg.policy.allowed_cluster_issuers == ("letsencrypt-prod", "internal-*")
     assert cfg.policy.allowed_pod_security == ("restricted", "baseline", "privileged")
     assert cfg.policy.subjects.allowed_kinds == ("User", "Group")
