@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
+from tenant_operator import egress as egress_mod
 from tenant_operator.durations import parse_duration
+from tenant_operator.egress import EgressTarget
 from tenant_operator.errors import ConfigError
 from tenant_operator.policy import TenantPolicy
 from tenant_operator.policy import from_dict as policy_from_dict
 from tenant_operator.tiers import DEFAULT_TIERS, TIER_NAMES, merge
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*")
 
 
 def _duration(value, key: str) -> int:
@@ -53,6 +56,8 @@ class MySQLServer:
     user_host: str = "%"
     # Address given to tenants in their Secret (defaults to host).
     public_host: str = ""
+    # Egress the tenants placed here get to it (egress.py); None: none.
+    egress: EgressTarget | None = None
 
     @property
     def tenant_host(self) -> str:
@@ -67,6 +72,7 @@ class ObjectStorageConfig:
     access_key: str = ""
     secret_key: str = field(default="", repr=False)
     public_endpoint: str = ""       # endpoint given to tenants (defaults to endpoint)
+    egress: EgressTarget | None = None   # egress tenants with buckets or backups get to it
 
     @property
     def tenant_endpoint(self) -> str:
@@ -81,6 +87,7 @@ class RabbitMQConfig:
     admin_user: str = ""
     admin_password: str = field(default="", repr=False)
     public_host: str = ""
+    egress: EgressTarget | None = None   # egress tenants with a vhost get to its AMQP port
 
     @property
     def tenant_host(self) -> str:
@@ -89,7 +96,8 @@ class RabbitMQConfig:
 
 @dataclass(frozen=True)
 class SharedService:
-    """Egress the tenant namespaces may use: a namespace (by name) or a CIDR, and ports."""
+    """Extra egress every tenant namespace may use: a namespace (by name) or a
+    CIDR, and ports. The backends' egress is derived (egress.py), not listed here."""
     ports: tuple[int, ...]
     namespace: str = ""
     cidr: str = ""
@@ -100,6 +108,8 @@ class OperatorConfig:
     namespace_prefix: str = "tenant-"
     field_manager: str = "tenant-operator"
     ingress_controller_namespace: str = "ingress-nginx"
+    # DNS domain of the cluster: `<svc>.<ns>.svc.<clusterDomain>` names a Service.
+    cluster_domain: str = "cluster.local"
     shared_services: tuple[SharedService, ...] = ()
     default_grace_period: int = 720 * 3600
     drift_interval: float = 60.0            # seconds between drift checks of each tenant
@@ -164,6 +174,10 @@ def from_dict(raw: dict | None) -> OperatorConfig:
                      ("backupImage", "backup_image")):
         if src in raw:
             kwargs[dst] = str(raw[src])
+    cluster_domain = str(raw.get("clusterDomain", "cluster.local")).strip(".").lower()
+    if not _DOMAIN.fullmatch(cluster_domain):
+        raise ConfigError("clusterDomain", f"{raw['clusterDomain']!r} is not a DNS domain (e.g. cluster.local)")
+    kwargs["cluster_domain"] = cluster_domain
     if "defaultGracePeriod" in raw:
         kwargs["default_grace_period"] = _duration(raw["defaultGracePeriod"], "defaultGracePeriod")
     for src, dst in (("driftInterval", "drift_interval"),
@@ -218,13 +232,17 @@ def from_dict(raw: dict | None) -> OperatorConfig:
         path = f"mysql.servers.{name}."
         if not isinstance(srv, dict) or not srv.get("host"):
             raise ConfigError(f"{path}host", "is required")
-        servers[name] = MySQLServer(
+        server = MySQLServer(
             name=name, host=str(srv["host"]), port=_int(srv, "port", 3306, path),
             admin_user=str(srv.get("adminUser", "root")),
             admin_password=str(srv.get("adminPassword", "")),
             user_host=str(srv.get("userHost", "%")),
             public_host=str(srv.get("publicHost", "")),
         )
+        # Tenants (and their backup Jobs) connect to the address their Secret carries.
+        servers[name] = replace(server, egress=egress_mod.target(
+            srv, "publicHost" if server.public_host else "host", server.tenant_host, (server.port,), path,
+            cluster_domain))
     if servers:
         default = mysql.get("default") or sorted(servers)[0]
         if default not in servers:
@@ -239,23 +257,35 @@ def from_dict(raw: dict | None) -> OperatorConfig:
             raise ConfigError("objectStorage.backend", f"must be minio or s3, got {backend!r}")
         if backend == "minio" and not store.get("endpoint"):
             raise ConfigError("objectStorage.endpoint", "is required for the minio backend")
-        kwargs["object_storage"] = ObjectStorageConfig(
+        cfg_store = ObjectStorageConfig(
             backend=backend, endpoint=str(store.get("endpoint", "")),
             region=str(store.get("region", "us-east-1")),
             access_key=str(store.get("accessKey", "")), secret_key=str(store.get("secretKey", "")),
             public_endpoint=str(store.get("publicEndpoint", "")),
         )
+        # No endpoint (backend s3): AWS S3 in the region, over https.
+        key = "publicEndpoint" if cfg_store.public_endpoint else "endpoint"
+        host, port = egress_mod.endpoint_host_port(
+            cfg_store.tenant_endpoint or f"https://s3.{cfg_store.region}.amazonaws.com", f"objectStorage.{key}")
+        kwargs["object_storage"] = replace(cfg_store, egress=egress_mod.target(
+            store, key, host, (port,), "objectStorage.", cluster_domain))
 
     rabbit = raw.get("rabbitmq")
     if rabbit:
         if not rabbit.get("managementUrl"):
             raise ConfigError("rabbitmq.managementUrl", "is required")
-        kwargs["rabbitmq"] = RabbitMQConfig(
+        cfg_rabbit = RabbitMQConfig(
             management_url=str(rabbit["managementUrl"]).rstrip("/"),
             amqp_host=str(rabbit.get("amqpHost", "")), amqp_port=_int(rabbit, "amqpPort", 5672, "rabbitmq."),
             admin_user=str(rabbit.get("adminUser", "")), admin_password=str(rabbit.get("adminPassword", "")),
             public_host=str(rabbit.get("publicHost", "")),
         )
+        # Without an AMQP address tenants are given none, and get no egress to derive from it.
+        if cfg_rabbit.tenant_host or "egress" in rabbit:
+            cfg_rabbit = replace(cfg_rabbit, egress=egress_mod.target(
+                rabbit, "publicHost" if cfg_rabbit.public_host else "amqpHost", cfg_rabbit.tenant_host,
+                (cfg_rabbit.amqp_port,), "rabbitmq.", cluster_domain))
+        kwargs["rabbitmq"] = cfg_rabbit
     return OperatorConfig(**kwargs)
 
 

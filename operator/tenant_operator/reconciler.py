@@ -450,7 +450,7 @@ class Reconciler:
         out = {
             "NamespaceReady": cond("NamespaceReady", ("namespace",), "Created", f"namespace {t.namespace}"),
             "NetworkReady": cond("NetworkReady", ("network",), "PoliciesApplied",
-                                 "default-deny with same-namespace, ingress-controller, DNS and "
+                                 "default-deny with same-namespace, ingress-controller, DNS, backend and "
                                  "shared-service allowances"),
             "QuotaReady": cond("QuotaReady", ("quota", "rbac"), "Applied",
                                f"{t.tier} quota and limits applied"),

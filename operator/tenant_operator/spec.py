@@ -121,6 +121,11 @@ class Tenant:
     adopt_existing: bool = False  # annotation: adopt unmarked resources of the derived names
     skip_final_backup: bool = False   # annotation: purge even without a successful final backup
 
+    @property
+    def uses_object_storage(self) -> bool:
+        """Buckets of its own, or a backups bucket for its databases' backups."""
+        return self.object_storage is not None or (bool(self.databases) and self.backup.enabled)
+
 
 # --- small typed readers ---------------------------------------------------------
 

@@ -467,7 +467,8 @@ def test_cronjob_accepted_and_run_by_the_controllers(cluster_tenant):
     # The component reads the real CronJob status: scheduled, not yet succeeded.
     cj = wait_for(lambda: (c := get_json("cronjob", cj_name, "-n", t.namespace)) and
                   (c.get("status") or {}).get("lastScheduleTime") and c, 30, what="lastScheduleTime")
-    comp = BackupComponent(config.from_dict({"objectStorage": {"endpoint": "http://unused:9000"},
+    # Never contacted; an IP, so loading the config derives its egress without a name lookup.
+    comp = BackupComponent(config.from_dict({"objectStorage": {"endpoint": "http://192.0.2.1:9000"},
                                              "backupImage": "tenant-operator:test"}), kube)
     res = comp.sync(t, {("batch/v1", "CronJob", t.namespace, cj_name): cj}, {})
     assert res.condition.type == "BackupsReady"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tenant_operator import GROUP, PLURAL, config, render, spec
+from tenant_operator import GROUP, config, naming, permissions, render, spec
 from tenant_operator.handlers import OWNED
 from tenant_operator.kube.client import KINDS
 from tenant_operator.policy import TenantPolicy
@@ -31,21 +31,9 @@ SYNC_HINT = "copy it: cp crds/tenant.yaml manifests/crd.yaml charts/tenant-opera
 CONFIG_PATH = "/etc/tenant-operator/config.yaml"
 UID = 10001
 
-# What the operator does with the kinds it manages (kube/client.py: apply is
-# a server-side apply PATCH that creates missing objects; get, list, delete).
-WRITE_VERBS = {"get", "list", "create", "patch", "delete"}
-# Owned kinds are also watched (kopf indexes in handlers.py).
-OWNED_VERBS = WRITE_VERBS | {"watch"}
-TENANT_VERBS = {"get", "list", "watch", "patch", "update"}
-TENANT_STATUS_VERBS = {"get", "patch", "update"}
-# Framework needs (kopf), not visible in the kind tables.
-KOPF_RULES = {
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-}
+# Permissions the ClusterRole may never hold.
+FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
 KOPF_PEERING = ("kopf.dev", "clusterkopfpeerings")
-KOPF_PEERING_VERBS = {"get", "list", "watch", "patch"}
 
 
 def tool(name: str) -> str | None:
@@ -94,19 +82,61 @@ def helm_template(*args: str) -> list[dict]:
 
 # --- what the code touches ---------------------------------------------------------------
 
-def code_rules() -> dict[tuple[str, str], set[str]]:
-    """(apiGroup, resource) -> verbs the operator's own code needs, from the
-    kind tables it actually uses."""
+SOURCE = ROOT / "operator" / "tenant_operator"
+# Every call through the Kube client (kube/client.py): the method, and the kind when it is a literal.
+KUBE_CALL = re.compile(r"\bkube\.(\w+)\(\s*(?:\"(\w+)\")?")
+# Methods -> the verb the API server authorizes (patch_status: `patch` on <plural>/status).
+METHOD_VERBS = {"get": "get", "list": "list", "create": "create", "delete": "delete", "apply": "patch",
+                "patch_status": "patch"}
+# The calls whose kind is not a literal; what they reach is derived from the rendered objects below.
+DYNAMIC_CALLS = {("reconciler.py", "apply"), ("reconciler.py", "create"), ("reconciler.py", "delete")}
+
+
+def resource(kind: str) -> tuple[str, str]:
+    k = KINDS[kind]
+    return (k.api_version.split("/")[0] if "/" in k.api_version else "", k.plural)
+
+
+def rendered_objects() -> list[dict]:
+    """Every kind of object the reconciler applies: the full example tenant's
+    objects, its backup CronJobs and ServiceAccount, each backend's Secret."""
+    from tenant_operator.backends.mysql.component import MySQLComponent
+    from tenant_operator.backends.objectstore.component import ObjectStorageComponent
+    from tenant_operator.backends.rabbitmq.component import RabbitMQComponent
+    from tenant_operator.render import backup
+    cfg = config.from_dict({"mysql": {"servers": {"main": {"host": "10.0.0.1"}}},
+                            "objectStorage": {"endpoint": "http://10.0.0.2:9000"}})
+    t = spec.parse(yaml.safe_load((EXAMPLES / "tenant-premium.yaml").read_text()), cfg)
+    secrets = [render.secret(t, f"{c.component}-x", c.component, {})
+               for c in (MySQLComponent, ObjectStorageComponent, RabbitMQComponent)]
+    return [*render.render_tenant(t, cfg), *backup.cronjobs(t, cfg), *secrets]
+
+
+def code_permissions() -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs, from what the code does: its Kube calls,
+    the objects it applies (patch + create) and prunes (delete), the kinds it
+    watches through kopf (list + watch)."""
     need: dict[tuple[str, str], set[str]] = {}
-    for kind in KINDS.values():
-        group = kind.api_version.split("/")[0] if "/" in kind.api_version else ""
-        if (group, kind.plural) == (GROUP, PLURAL):
-            need[(group, kind.plural)] = set(TENANT_VERBS)
-            need[(group, f"{kind.plural}/status")] = set(TENANT_STATUS_VERBS)
-        else:
-            need[(group, kind.plural)] = set(WRITE_VERBS)
+    for path in sorted(SOURCE.rglob("*.py")):
+        if path.parent.name == "kube" and path.name == "client.py":
+            continue
+        for method, kind in KUBE_CALL.findall(path.read_text()):
+            assert method in METHOD_VERBS, f"{path.name}: kube.{method}() is new to this test: map it to its verb"
+            if not kind:
+                assert (path.name, method) in DYNAMIC_CALLS, \
+                    f"{path.name}: kube.{method}() with a kind this test cannot see: extend the derivation"
+                continue
+            group, plural = resource(kind)
+            plural += "/status" if method == "patch_status" else ""
+            need.setdefault((group, plural), set()).add(METHOD_VERBS[method])
+    from tenant_operator.reconciler import PRUNABLE
+    for obj in rendered_objects():
+        verbs = need.setdefault(resource(obj["kind"]), set())
+        verbs |= {"patch", "create"}          # server-side apply; the namespace is created with POST
+        if obj["metadata"]["labels"][naming.LABEL_COMPONENT] in PRUNABLE:
+            verbs.add("delete")
     for group, _version, plural in OWNED:
-        need[(group, plural)] = need.get((group, plural), set()) | OWNED_VERBS
+        need.setdefault((group, plural), set()).update({"list", "watch"})
     return need
 
 
@@ -118,6 +148,39 @@ def tenant_admin_rules() -> dict[tuple[str, str], set[str]]:
     roles = [o for o in render.render_tenant(tenant, cfg) if o["kind"] in ("Role", "ClusterRole")]
     assert roles, "the rendered tenant has no Role: update this test"
     return rule_map([r for role in roles for r in role["rules"]])
+
+
+def test_permission_table_is_what_the_code_uses():
+    """permissions.CODE holds exactly the verbs the code's calls need: none
+    missing, none left over once a call is gone."""
+    table = permissions.merged(permissions.CODE)
+    used = code_permissions()
+    for key in sorted(set(table) | set(used)):
+        assert table.get(key, set()) == used.get(key, set()), \
+            f"{key}: permissions.CODE lists {sorted(table.get(key, []))}, the code uses {sorted(used.get(key, []))}"
+    assert all(reason for verbs in permissions.CODE.values() for reason in verbs.values())
+
+
+def test_kopf_sends_no_put_and_posts_core_events():
+    """What permissions.KOPF rests on: kopf's API client sends GET, POST, PATCH
+    and DELETE only (never PUT: no `update`), it posts core v1 Events, and it
+    watches CRDs."""
+    import inspect
+
+    from kopf._cogs.clients import api
+    from kopf._cogs.structs import references
+    methods = set(re.findall(r"method=['\"](\w+)['\"]", inspect.getsource(api)))
+    assert methods and methods <= {"get", "post", "patch", "delete"}, methods
+    assert (references.EVENTS.group, references.EVENTS.version, references.EVENTS.any_name) == ("", "v1", "events")
+    assert (references.CRDS.group, references.CRDS.any_name) == ("apiextensions.k8s.io", "customresourcedefinitions")
+    assert permissions.KOPF[("", "events")].keys() == {"create"}
+
+
+def test_the_operator_creates_no_jobs():
+    # The backup Jobs come from the CronJob controller; the final backup runs in the operator process.
+    assert "Job" not in KINDS
+    assert not any(o["kind"] == "Job" for o in rendered_objects())
+    assert permissions.merged(permissions.CODE, permissions.KOPF).get(("batch", "jobs"), set()) == set()
 
 
 # --- CRD copies --------------------------------------------------------------------------
@@ -148,35 +211,27 @@ def manifests_clusterrole() -> dict:
 
 def check_clusterrole(rules: list[dict], peering: bool) -> None:
     granted = rule_map(rules)
-    need = code_rules()
     admin = tenant_admin_rules()
-    kopf = dict(KOPF_RULES)
-    if peering:
-        kopf[KOPF_PEERING] = KOPF_PEERING_VERBS
+    tables = [permissions.CODE, permissions.KOPF] + ([permissions.PEERING] if peering else [])
+    used = permissions.merged(*tables)
 
     for verbs in granted.values():
-        assert "*" not in verbs
-        assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}, verbs
+        assert not verbs & FORBIDDEN_VERBS, verbs
     assert all("*" not in g and "*" not in r for g, r in granted)
 
-    # Everything the code and the framework use, with the verbs they use.
-    for key, verbs in {**need, **kopf}.items():
-        assert key in granted, f"the ClusterRole misses {key}, which the operator uses"
-        missing = (verbs | need.get(key, set())) - granted[key]
-        assert not missing, \
-            f"the ClusterRole grants {sorted(granted[key])} on {key}; the operator also needs {sorted(missing)}"
+    # Everything the code and kopf use, with the verbs they use.
+    for key, verbs in used.items():
+        missing = verbs - granted.get(key, set())
+        assert not missing, f"the ClusterRole lacks {sorted(missing)} on {key}, which the operator uses"
     # Everything the tenant-admin Role grants (RBAC escalation prevention).
     for key, verbs in admin.items():
-        assert key in granted and verbs <= granted[key], \
-            f"the tenant-admin Role grants {sorted(verbs)} on {key}: the ClusterRole must hold them too"
-
-    # And nothing else: no resource the code never touches, no extra verb.
+        missing = verbs - granted.get(key, set())
+        assert not missing, f"the tenant-admin Role grants {sorted(missing)} on {key}: the ClusterRole must too"
+    # And nothing else: no verb on a resource that neither the code, kopf nor the tenant-admin Role needs.
     for key, verbs in granted.items():
-        allowed = need.get(key, set()) | admin.get(key, set()) | kopf.get(key, set())
-        assert allowed, f"the ClusterRole grants {key}, which neither the code, the tenant-admin Role nor kopf uses"
-        assert verbs <= allowed, f"the ClusterRole grants {sorted(verbs - allowed)} on {key} beyond what is used"
-        if key not in need and key not in kopf:
-            assert verbs <= {"get", "list", "watch"}, f"{key} is only needed read-only"
+        extra = verbs - used.get(key, set()) - admin.get(key, set())
+        assert not extra, (f"the ClusterRole grants {sorted(extra)} on {key}, which neither the operator "
+                           "(permissions.py) nor the tenant-admin Role needs")
     assert (KOPF_PEERING in granted) == peering
 
 
@@ -190,6 +245,18 @@ def test_code_rules_cover_the_owned_kinds():
     # The derivation itself: every owned kind is in the kind table the client uses.
     plurals = {k.plural for k in KINDS.values()}
     assert {p for _g, _v, p in OWNED} <= plurals
+
+
+def test_clusterrole_check_refuses_an_unused_verb():
+    """The check above fails on a grant nobody needs (here Jobs writes, which the
+    ClusterRole held before nothing was found to use them)."""
+    rules = manifests_clusterrole()["rules"] + [{"apiGroups": ["batch"], "resources": ["jobs"],
+                                                 "verbs": ["create", "patch", "delete"]}]
+    with pytest.raises(AssertionError, match=r"grants \['create', 'delete', 'patch'\] on \('batch', 'jobs'\)"):
+        check_clusterrole(rules, peering=False)
+    without_events = [r for r in manifests_clusterrole()["rules"] if r["resources"] != ["events"]]
+    with pytest.raises(AssertionError, match="lacks"):
+        check_clusterrole(without_events, peering=False)
 
 
 def test_clusterrolebinding_binds_the_service_account():
@@ -314,6 +381,9 @@ def test_manifests_config_is_valid_with_the_credentials(monkeypatch):
     cfg = config.from_dict(raw)
     assert cfg.mysql_server("main").admin_password == "change-me-mysql_main_admin_password"
     assert cfg.object_storage.backend == "minio" and cfg.rabbitmq.admin_user
+    # In-cluster Service names: egress to their namespaces, nothing looked up.
+    assert [cfg.mysql_server("main").egress.namespace, cfg.object_storage.egress.namespace,
+            cfg.rabbitmq.egress.namespace] == ["databases", "storage", "messaging"]
     assert "policy" in raw and cfg.policy == TenantPolicy()     # shows the defaults
 
 
@@ -355,6 +425,15 @@ def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
     assert [s.namespace or s.cidr for s in cfg.shared_services] == ["monitoring", "10.96.0.10/32"]
     assert cfg.rabbitmq.admin_user == "value-of-RABBITMQ_ADMIN_USER"
     assert cfg.object_storage.tenant_endpoint == "https://s3.example.com"
+    # Backend egress: derived (a Service's namespace; the public endpoint resolved), or the values' override.
+    assert cfg.cluster_domain == "cluster.local"
+    assert cfg.mysql_server("main").egress.namespace == "databases"
+    assert cfg.mysql_server("eu-west").egress.cidrs == ("203.0.113.0/28",)
+    assert cfg.mysql_server("eu-west").egress.source == "mysql.servers.eu-west.egress"
+    assert cfg.object_storage.egress.ports == (443,) and cfg.object_storage.egress.cidrs
+    assert cfg.object_storage.egress.source == "objectStorage.publicEndpoint"
+    assert (cfg.rabbitmq.egress.namespace, cfg.rabbitmq.egress.pod_selector, cfg.rabbitmq.egress.ports) == (
+        "messaging", {"matchLabels": {"app.kubernetes.io/name": "rabbitmq"}}, (5672,))
     assert cfg.policy.allowed_cluster_issuers == ("letsencrypt-prod", "internal-*")
     assert cfg.policy.allowed_pod_security == ("restricted", "baseline", "privileged")
     assert cfg.policy.subjects.allowed_kinds == ("User", "Group")

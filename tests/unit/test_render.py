@@ -168,10 +168,19 @@ def _namespace_selectors(node):
             yield from _namespace_selectors(item)
 
 
-@pytest.mark.parametrize("cfg", [CFG, CFG_SHARED], ids=["plain", "shared-services"])
+CFG_BACKENDS = config.from_dict({
+    "mysql": {"servers": {"main": {"host": "mysql.databases.svc.cluster.local"}}},
+    "objectStorage": {"endpoint": "http://minio.storage.svc:9000"},
+    "rabbitmq": {"managementUrl": "http://rabbitmq.messaging:15672", "amqpHost": "rabbitmq.messaging"},
+})
+
+
+@pytest.mark.parametrize("cfg", [CFG, CFG_SHARED, CFG_BACKENDS], ids=["plain", "shared-services", "backends"])
 def test_no_policy_selects_other_namespaces(cfg):
+    backends = [cfg.object_storage, cfg.rabbitmq, *cfg.mysql_servers.values()]
     allowed = {cfg.ingress_controller_namespace, "kube-system",
-               *(s.namespace for s in cfg.shared_services if s.namespace)}
+               *(s.namespace for s in cfg.shared_services if s.namespace),
+               *(b.egress.namespace for b in backends if b is not None and b.egress and b.egress.namespace)}
     selectors = list(_namespace_selectors(render.network_policies(tenant(cfg), cfg)))
     assert selectors, "expected at least the ingress controller and DNS selectors"
     for sel in selectors:

@@ -61,6 +61,7 @@ tenant-operator.credentialsEnv).
 {{- define "tenant-operator.config" -}}
 {{- $c := .Values.config -}}
 {{- $out := dict "namespacePrefix" $c.namespacePrefix "defaultGracePeriod" $c.defaultGracePeriod "ingressControllerNamespace" $c.ingressControllerNamespace "workers" (int $c.workers) "backupsBucketRetentionDays" (int (default 90 $c.backupsBucketRetentionDays)) "archiveRetentionDays" (int (default 2555 $c.archiveRetentionDays)) "backupImage" (default (include "tenant-operator.image" .) $c.backupImage) -}}
+{{- with $c.clusterDomain }}{{ $_ := set $out "clusterDomain" . }}{{ end -}}
 {{- with $c.sharedServices }}{{ $_ := set $out "sharedServices" . }}{{ end -}}
 {{- with $c.tiers }}{{ $_ := set $out "tiers" . }}{{ end -}}
 {{- with $c.policy }}{{ $_ := set $out "policy" . }}{{ end -}}
@@ -72,6 +73,7 @@ tenant-operator.credentialsEnv).
 {{- $_ := set $s "adminPassword" (printf "${%s}" (include "tenant-operator.mysqlPasswordEnv" $name)) -}}
 {{- with $srv.userHost }}{{ $_ := set $s "userHost" . }}{{ end -}}
 {{- with $srv.publicHost }}{{ $_ := set $s "publicHost" . }}{{ end -}}
+{{- with $srv.egress }}{{ $_ := set $s "egress" . }}{{ end -}}
 {{- $_ := set $servers $name $s -}}
 {{- end -}}
 {{- $mysql := dict "servers" $servers -}}
@@ -84,6 +86,7 @@ tenant-operator.credentialsEnv).
 {{- if eq $o.backend "minio" }}{{ $_ := required "config.objectStorage.endpoint is required for the minio backend" $o.endpoint }}{{ end -}}
 {{- with $o.endpoint }}{{ $_ := set $store "endpoint" . }}{{ end -}}
 {{- with $o.publicEndpoint }}{{ $_ := set $store "publicEndpoint" . }}{{ end -}}
+{{- with $o.egress }}{{ $_ := set $store "egress" . }}{{ end -}}
 {{- if $o.existingSecret -}}
 {{- $_ := set $store "accessKey" "${OBJECT_STORAGE_ACCESS_KEY}" -}}
 {{- $_ := set $store "secretKey" "${OBJECT_STORAGE_SECRET_KEY}" -}}
@@ -99,6 +102,7 @@ tenant-operator.credentialsEnv).
 {{- $_ := set $rabbit "adminUser" "${RABBITMQ_ADMIN_USER}" -}}
 {{- $_ := set $rabbit "adminPassword" "${RABBITMQ_ADMIN_PASSWORD}" -}}
 {{- with $r.publicHost }}{{ $_ := set $rabbit "publicHost" . }}{{ end -}}
+{{- with $r.egress }}{{ $_ := set $rabbit "egress" . }}{{ end -}}
 {{- $_ := set $out "rabbitmq" $rabbit -}}
 {{- end -}}
 {{- toYaml $out -}}

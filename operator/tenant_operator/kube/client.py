@@ -1,5 +1,6 @@
 """A thin layer over the `kubernetes` package's ApiClient for the handful of
-kinds the operator owns: server-side apply, delete, get, and status patch.
+kinds the operator owns: server-side apply, create, delete, get, list, and
+status patch (permissions.py lists what each is used for).
 
 A static kind table replaces API discovery: the operator only ever touches
 these kinds, and discovery at start-up costs seconds on a busy cluster."""
@@ -42,7 +43,6 @@ KINDS = {k.kind: k for k in (
     Kind("rbac.authorization.k8s.io/v1", "Role", "roles", True),
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Kind("batch/v1", "CronJob", "cronjobs", True),
-    Kind("batch/v1", "Job", "jobs", True),
     Kind("tenancy.dev/v1alpha1", "Tenant", "tenants", False),
 )}
 
@@ -123,8 +123,4 @@ class Kube:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         return self._call("PATCH", KINDS[kind].path(namespace, name) + "/status", body=body,
-                          content_type="application/merge-patch+json")
-
-    def patch(self, kind: str, name: str, patch: dict, namespace: str = "") -> dict:
-        return self._call("PATCH", KINDS[kind].path(namespace, name), body=patch,
                           content_type="application/merge-patch+json")

@@ -17,6 +17,7 @@ import yaml
 
 from tenant_operator import naming
 from tenant_operator.config import OperatorConfig
+from tenant_operator.egress import EgressTarget
 from tenant_operator.spec import Tenant
 
 # A UTF-16 surrogate pair as JSON writes a character beyond the BMP (an emoji),
@@ -72,8 +73,29 @@ def namespace(t: Tenant, cfg: OperatorConfig) -> list[dict]:
     return _render("namespace.yaml.j2", t=t, cfg=cfg)
 
 
+def backend_egress(t: Tenant, cfg: OperatorConfig) -> list[EgressTarget]:
+    """Egress to the backends the tenant's Secrets point at, as the config load
+    derived it (config.py, egress.py): the MySQL server the tenant is placed on
+    when it has databases (no other server), the object storage when it has
+    buckets or backups, RabbitMQ when it has a vhost. Its pods and its backup
+    Jobs connect there; nothing else in a tenant namespace reaches a backend."""
+    targets: list[EgressTarget | None] = []
+    if t.databases and t.mysql_server in cfg.mysql_servers:
+        targets.append(cfg.mysql_servers[t.mysql_server].egress)
+    if t.uses_object_storage and cfg.object_storage is not None:
+        targets.append(cfg.object_storage.egress)
+    if t.messaging is not None and cfg.rabbitmq is not None:
+        targets.append(cfg.rabbitmq.egress)
+    out: list[EgressTarget] = []
+    for target in targets:
+        # Two backends behind the same peer and ports need one rule, whatever they were derived from.
+        if target is not None and not any(target.rule() == seen.rule() for seen in out):
+            out.append(target)
+    return out
+
+
 def network_policies(t: Tenant, cfg: OperatorConfig) -> list[dict]:
-    return _render("networkpolicies.yaml.j2", t=t, cfg=cfg)
+    return _render("networkpolicies.yaml.j2", t=t, cfg=cfg, backends=backend_egress(t, cfg))
 
 
 def quota(t: Tenant, cfg: OperatorConfig) -> list[dict]:

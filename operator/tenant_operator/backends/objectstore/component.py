@@ -44,7 +44,7 @@ class ObjectStorageComponent(BackendComponent):
         self.store.ping()
 
     def wanted(self, t: Tenant) -> bool:
-        return t.object_storage is not None or (bool(t.databases) and t.backup.enabled)
+        return t.uses_object_storage
 
     def _tagged(self, t: Tenant, names: list[str]) -> dict[str, dict[str, str]]:
         """The buckets among `names` whose tags record this Tenant's UID, with their tags."""

@@ -1,0 +1,92 @@
+"""Every Kubernetes API permission the operator uses, and why.
+
+The ClusterRole (charts/tenant-operator/templates/clusterrole.yaml and
+manifests/clusterrole.yaml) grants exactly `CODE` and `KOPF`, plus what the
+tenant-admin Role (render/templates/rbac.yaml.j2) grants: RBAC lets the
+operator create a Role, or a RoleBinding to it, only if it holds every
+permission in it (it has neither `escalate` nor `bind`). With several replicas
+the chart adds `PEERING`. tests/unit/test_packaging.py checks `CODE` against
+the calls the code makes and the objects it renders, and the ClusterRoles
+against all of these.
+
+Keys are (apiGroup, resource); values map each verb to the reason for it.
+Server-side apply is a PATCH that creates a missing object, which the API
+server authorizes as `create` too: applied kinds need both.
+"""
+
+from __future__ import annotations
+
+_APPLIED = "server-side apply (reconciler._apply): patch, and create when the object is missing"
+_PRUNED = "pruned when no longer wanted (reconciler._prune)"
+_WATCHED = "kopf index and event handlers on owned objects (handlers.OWNED)"
+
+
+def _owned(*extra: tuple[str, str]) -> dict[str, str]:
+    verbs = {"list": _WATCHED, "watch": _WATCHED, "patch": _APPLIED, "create": _APPLIED, "delete": _PRUNED}
+    verbs.update(dict(extra))
+    return verbs
+
+
+# What the operator's own code calls (kube/client.py, through the call sites named).
+CODE: dict[tuple[str, str], dict[str, str]] = {
+    ("tenancy.dev", "tenants"): {
+        "get": "a Tenant is read again after a status conflict (reconciler, lifecycle); verify",
+        "list": "verify lists the other tenants",
+    },
+    ("tenancy.dev", "tenants/status"): {
+        "patch": "status is written as a conditional merge patch (Kube.patch_status)",
+    },
+    ("", "namespaces"): _owned(
+        ("get", "a namespace the watch does not show is read before it is created (reconciler, lifecycle)"),
+        ("create", "a tenant namespace is created with POST, which never takes over a foreign one"),
+        ("delete", "the purge deletes the tenant namespace (lifecycle)"),
+    ),
+    ("", "secrets"): _owned(
+        ("get", "credentials Secrets are read back (backends.base, backup, verify)"),
+        ("list", "the final backup lists the db Secrets (backup.component); verify"),
+    ),
+    ("", "serviceaccounts"): _owned(
+        ("get", "the backup ServiceAccount is checked before it is applied (backup.component)"),
+    ),
+    ("", "resourcequotas"): _owned(),
+    ("", "limitranges"): _owned(),
+    ("networking.k8s.io", "networkpolicies"): _owned(("list", "kopf watch; verify lists a tenant's policies")),
+    ("networking.k8s.io", "ingresses"): _owned(),
+    ("rbac.authorization.k8s.io", "roles"): _owned(),
+    ("rbac.authorization.k8s.io", "rolebindings"): _owned(),
+    ("batch", "cronjobs"): _owned(),
+}
+
+# What kopf itself does (kopf 1.45: kopf/_cogs/clients, kopf/_core).
+KOPF: dict[tuple[str, str], dict[str, str]] = {
+    ("tenancy.dev", "tenants"): {
+        "list": "kopf lists and watches the served resource",
+        "watch": "kopf lists and watches the served resource",
+        "patch": "kopf's finalizer and its progress and last-handled annotations (merge and JSON patches)",
+    },
+    ("", "events"): {
+        "create": "kopf.event / kopf.warn post core v1 Events (kopf never patches or reads them)",
+    },
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {
+        "list": "kopf watches CRDs to rescan the served resources when one changes",
+        "watch": "kopf watches CRDs to rescan the served resources when one changes",
+    },
+}
+
+# kopf peering, with more than one replica: keep-alives in the ClusterKopfPeering.
+PEERING: dict[tuple[str, str], dict[str, str]] = {
+    ("kopf.dev", "clusterkopfpeerings"): {
+        "list": "kopf watches the peering object for the other replicas' keep-alives",
+        "watch": "kopf watches the peering object for the other replicas' keep-alives",
+        "patch": "kopf writes this replica's keep-alive",
+    },
+}
+
+
+def merged(*tables: dict[tuple[str, str], dict[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs over several tables."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for table in tables:
+        for key, verbs in table.items():
+            out.setdefault(key, set()).update(verbs)
+    return out
