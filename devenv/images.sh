@@ -7,7 +7,8 @@
 #             built on a local Debian base (localhost/tenant-operator-base,
 #             made with mmdebstrap) instead of the public python image
 # Each image is exported once to an OCI archive under $CACHE_DIR/images/,
-# named after its tag, which is keyed by version or content: a warm run only
+# named after its tag, which is keyed by version or content, and after its
+# recipe (the hash of the function here that builds it): a warm run only
 # checks that the archives exist. With CONTAINERD_ADDRESS set (a containerd
 # socket), the archives are imported into its k8s.io namespace, skipping the
 # images it already holds at the same digest (CONTAINERD_SNAPSHOTTER, if
@@ -55,33 +56,50 @@ trap cleanup EXIT
 new_container() { ctr=$(buildah from -q "$1"); CONTAINERS+=("$ctr"); }
 
 have_image() { buildah inspect --type image "$1" >/dev/null 2>&1; }
-# archive_of TAG -> the image's OCI archive under $IMAGES_DIR
-archive_of() { local name=${1//\//_}; echo "$IMAGES_DIR/${name//:/_}.oci.tar"; }
 short_hash() { sha256sum | cut -c1-12; }
+# The recipe of an image is written into it as a label, so that an image of
+# the same tag in buildah's storage that was built otherwise is not taken
+# for this one.
+RECIPE_LABEL=dev.tenant-operator.devenv.recipe
+# recipe_of TAG BUILD_FUNCTION -> the hash of both
+recipe_of() { { echo "$1"; declare -f "$2"; } | short_hash; }
+# have_recipe TAG RECIPE: buildah's storage holds TAG, built by RECIPE
+have_recipe() {
+  [[ $(buildah inspect --type image --format "{{index .OCIv1.Config.Labels \"$RECIPE_LABEL\"}}" "$1" 2>/dev/null) == "$2" ]]
+}
+# archive_of TAG RECIPE -> the image's OCI archive under $IMAGES_DIR
+archive_of() { local name=${1//\//_}; echo "$IMAGES_DIR/${name//:/_}.$2.oci.tar"; }
 
-# export_image TAG: buildah storage -> OCI archive (once per tag). The
-# archive's index names the image TAG, which `ctr images import` keeps.
+# export_image TAG FILE: buildah storage -> OCI archive. The archive's index
+# names the image TAG, which `ctr images import` keeps.
 export_image() {
-  local tag=$1 file; file=$(archive_of "$1")
+  local tag=$1 file=$2
   mkdir -p "$IMAGES_DIR"
   buildah push -q "$tag" "oci-archive:$file.tmp.$$:$tag" >/dev/null
   mv "$file.tmp.$$" "$file"
   log "$tag: exported to $file ($(du -h "$file" | cut -f1))"
 }
 
-# ensure_image TAG BUILD_FUNCTION: the archive exists afterwards. The build
-# runs only when neither the archive nor the image in buildah storage exist.
+# ensure_image TAG BUILD_FUNCTION: the archive exists afterwards and is
+# queued for import. The build runs only when neither the archive nor the
+# image in buildah storage exist; BUILD_FUNCTION TAG labels the image with
+# $RECIPE.
 ensure_image() {
-  local tag=$1 build=$2 file t; file=$(archive_of "$1")
+  local tag=$1 build=$2 file t
+  RECIPE=$(recipe_of "$tag" "$build"); file=$(archive_of "$tag" "$RECIPE")
+  IMPORT_TAGS+=("$tag"); IMPORT_FILES+=("$file")
   # touch: the archive's age is its last use (prune_operator keeps the newest).
   if [[ -f "$file" ]]; then touch "$file"; log "$tag: cached ($file)"; return; fi
-  if ! have_image "$tag"; then
+  if ! have_recipe "$tag" "$RECIPE"; then
+    local old; old=$(buildah inspect --type image --format '{{.FromImageID}}' "$tag" 2>/dev/null || true)
     t=$(date +%s)
     log "$tag: building"
     "$build" "$tag"
     log "$tag: built in $(( $(date +%s) - t ))s ($(image_size "$tag"))"
+    # The image this tag named before, unless another tag still names it.
+    [[ -z "$old" ]] || buildah rmi "$old" >/dev/null 2>&1 || true
   fi
-  export_image "$tag"
+  export_image "$tag" "$file"
 }
 
 image_size() { buildah images --format '{{.Size}}' "$1" | head -1; }
@@ -107,7 +125,7 @@ build_pause() {
   # As build/pause/Dockerfile: from scratch, USER 65535:65535.
   new_container scratch
   buildah copy -q "$ctr" "$WORK/pause" /pause >/dev/null
-  buildah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
+  buildah config --entrypoint '["/pause"]' --user 65535:65535 --label "$RECIPE_LABEL=$RECIPE" "$ctr"
   buildah commit -q --rm "$ctr" "$tag" >/dev/null
 }
 
@@ -124,7 +142,7 @@ build_coredns_image() {
   new_container scratch
   buildah copy -q "$ctr" "$WORK/coredns" /coredns >/dev/null
   buildah config --entrypoint '["/coredns"]' --user 65532:65532 --workingdir / \
-    --port 53 --port 53/udp "$ctr"
+    --port 53 --port 53/udp --label "$RECIPE_LABEL=$RECIPE" "$ctr"
   buildah commit -q --rm "$ctr" "$tag" >/dev/null
 }
 
@@ -192,7 +210,8 @@ build_operator() {
   fi
   mkdir -p "$IMAGES_DIR"
   if ! (cd "$REPO_ROOT" && buildah build --isolation chroot --network host \
-          --build-arg PYTHON_IMAGE="$BASE_IMAGE" -t "$tag" . >"$buildlog" 2>&1); then
+          --build-arg PYTHON_IMAGE="$BASE_IMAGE" --label "$RECIPE_LABEL=$RECIPE" \
+          -t "$tag" . >"$buildlog" 2>&1); then
     tail -n 30 "$buildlog" >&2
     die "$tag: buildah build failed (full output: $buildlog)"
   fi
@@ -217,7 +236,6 @@ ensure_operator() {
   mkdir -p "$DEVENV_DIR"
   echo "OPERATOR_IMAGE=$tag" > "$DEVENV_DIR/image.env"
   log "operator image: $tag (written to $DEVENV_DIR/image.env)"
-  IMPORT+=("$tag")
   prune_operator
 }
 
@@ -228,7 +246,7 @@ prune_operator() {
   local file tag n=0
   while IFS= read -r file; do
     n=$((n + 1)); [[ $n -gt $OPERATOR_KEEP ]] || continue
-    tag=$(basename "$file" .oci.tar); tag="$OPERATOR_REPO:${tag#localhost_tenant-operator_}"
+    tag=$(basename "$file"); tag=${tag#localhost_tenant-operator_}; tag="$OPERATOR_REPO:${tag%%.*}"
     rm -f "$file"
     if have_image "$tag"; then buildah rmi "$tag" >/dev/null; fi
     log "$tag: pruned"
@@ -238,11 +256,10 @@ prune_operator() {
 
 # --- containerd -------------------------------------------------------------
 
-# import_image TAG: into $CONTAINERD_ADDRESS's k8s.io namespace, unless it
-# already holds TAG at the archive's manifest digest.
+# import_image TAG FILE: into $CONTAINERD_ADDRESS's k8s.io namespace, unless
+# it already holds TAG at the archive's manifest digest.
 import_image() {
-  local tag=$1 file want have
-  file=$(archive_of "$tag")
+  local tag=$1 file=$2 want have
   want=$(tar -xOf "$file" index.json | grep -o '"digest":"sha256:[0-9a-f]*"' | head -1 | cut -d'"' -f4)
   have=$("${CTR[@]}" images ls "name==$tag" | awk -v t="$tag" '$1 == t {print $3}')
   if [[ -n "$want" && "$have" == "$want" ]]; then
@@ -252,13 +269,13 @@ import_image() {
   log "$tag: imported into containerd ($want)"
 }
 
-IMPORT=()
+IMPORT_TAGS=() IMPORT_FILES=()
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(pause coredns operator)
 for target in "${targets[@]}"; do
   case "$target" in
-    pause) ensure_image "$PAUSE_IMAGE" build_pause; IMPORT+=("$PAUSE_IMAGE") ;;
-    coredns) ensure_image "$COREDNS_IMAGE" build_coredns_image; IMPORT+=("$COREDNS_IMAGE") ;;
+    pause) ensure_image "$PAUSE_IMAGE" build_pause ;;
+    coredns) ensure_image "$COREDNS_IMAGE" build_coredns_image ;;
     operator) ensure_operator ;;
     *) die "usage: images.sh [pause] [coredns] [operator]" ;;
   esac
@@ -268,5 +285,5 @@ if [[ -n "${CONTAINERD_ADDRESS:-}" ]]; then
   [[ -S "$CONTAINERD_ADDRESS" ]] || die "CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS is not a socket"
   command -v ctr >/dev/null || die "ctr is not installed (run devenv/install-deps.sh)"
   CTR=(ctr --address "$CONTAINERD_ADDRESS" -n k8s.io)
-  for tag in "${IMPORT[@]}"; do import_image "$tag"; done
+  for i in "${!IMPORT_TAGS[@]}"; do import_image "${IMPORT_TAGS[$i]}" "${IMPORT_FILES[$i]}"; done
 fi
