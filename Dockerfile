@@ -4,6 +4,11 @@
 #
 #   docker build -t ghcr.io/tenancy-dev/tenant-operator:0.1.0 .
 #
+# PYTHON_IMAGE is the base of both stages: any Debian-based image with
+# python3 and pip on PATH. devenv/images.sh builds on a local Debian bookworm
+# base instead of the public image, so no registry is needed:
+#   buildah build --build-arg PYTHON_IMAGE=localhost/tenant-operator-base:bookworm-<hash> .
+#
 # The container runs as UID 10001 with a read-only root filesystem: nothing
 # is written outside /tmp (HOME points there; no .pyc files are written).
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (or reuse from cache) every binary devenv runs: etcd, kube-apiserver,
-# kube-controller-manager, kubectl and minio. Binaries are cached by version
-# under $CACHE_DIR so a second run takes seconds.
+# kube-controller-manager, kubectl and minio; `build.sh coredns` builds the
+# CoreDNS binary that devenv/images.sh puts into an image. Binaries are cached
+# by version under $CACHE_DIR so a second run takes seconds.
 . "$(dirname "$0")/lib.sh"
 
 command -v go >/dev/null || die "go is not installed (need Go >= 1.25)"
@@ -84,9 +85,23 @@ build_netpol() {
   log "kube-network-policies $KNP_VERSION: built in $(( $(date +%s) - t ))s"
 }
 
+build_coredns() {
+  local bin; bin=$(bin_path coredns "$COREDNS_VERSION")
+  if [[ -x "$bin" ]]; then log "coredns $COREDNS_VERSION: cached"; return; fi
+  log "coredns $COREDNS_VERSION: building"
+  local t gobin
+  t=$(date +%s); gobin=$(mktemp -d)
+  # GitCommit is what CoreDNS's own Makefile stamps (`coredns -version`).
+  GOBIN="$gobin" go install -trimpath \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+    "github.com/coredns/coredns@$COREDNS_VERSION"
+  mkdir -p "$(dirname "$bin")"; mv "$gobin/coredns" "$bin"; rmdir "$gobin"
+  log "coredns $COREDNS_VERSION: built in $(( $(date +%s) - t ))s"
+}
+
 case "${1:-all}" in
   all) build_etcd; build_minio; build_kubernetes ;;
-  node) build_node; build_netpol ;;
-  etcd|minio|kubernetes|netpol) "build_$1" ;;
-  *) die "usage: build.sh [all|node|etcd|minio|kubernetes|netpol]" ;;
+  node) build_node; build_netpol; build_coredns ;;
+  etcd|minio|kubernetes|netpol|coredns) "build_$1" ;;
+  *) die "usage: build.sh [all|node|etcd|minio|kubernetes|netpol|coredns]" ;;
 esac

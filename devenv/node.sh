@@ -16,8 +16,6 @@ KUBERNETES_SERVICE_IP=10.0.0.1
 DNS_SERVICE_IP=10.0.0.10
 NETPOL_QUEUE=100
 CONTAINERD_SOCK="$NODE_DIR/run/containerd.sock"
-NETPOL_IMAGE="localhost/kube-network-policies:$KNP_VERSION"
-COREDNS_IMAGE="localhost/coredns:$COREDNS_VERSION"
 
 node_bin() { echo "$CACHE_DIR/bin/node-$K8S_VERSION/$1"; }
 
