@@ -19,6 +19,8 @@
 # Needs root (buildah's storage, mmdebstrap, the containerd socket), gcc, go,
 # buildah and mmdebstrap: devenv/install-deps.sh installs them.
 . "$(dirname "$0")/lib.sh"
+# Files copied into images keep their modes: never the callers' umask 077.
+umask 022
 
 [[ $(id -u) -eq 0 ]] || die "images.sh needs root (buildah storage, mmdebstrap, containerd)"
 for tool in buildah mmdebstrap gcc go; do
@@ -123,7 +125,7 @@ build_pause() {
   "$WORK/pause" -v >/dev/null || die "the pause binary does not run"
   # As build/pause/Dockerfile: from scratch, USER 65535:65535.
   new_container scratch
-  buildah copy -q "$ctr" "$WORK/pause" /pause >/dev/null
+  buildah copy -q --chmod 0755 "$ctr" "$WORK/pause" /pause >/dev/null
   buildah config --entrypoint '["/pause"]' --user 65535:65535 --label "$RECIPE_LABEL=$RECIPE" "$ctr"
   buildah commit -q --rm "$ctr" "$tag" >/dev/null
 }
@@ -136,7 +138,7 @@ build_netpol_image() {
   local tag=$1 ctr
   bash "$DEVENV_SRC/build.sh" netpol
   new_container scratch
-  buildah copy -q "$ctr" "$(bin_path kube-network-policies "$KNP_VERSION")" /bin/netd >/dev/null
+  buildah copy -q --chmod 0755 "$ctr" "$(bin_path kube-network-policies "$KNP_VERSION")" /bin/netd >/dev/null
   buildah config --entrypoint '["/bin/netd"]' --label "$RECIPE_LABEL=$RECIPE" "$ctr"
   buildah commit -q --rm "$ctr" "$tag" >/dev/null
 }
@@ -150,7 +152,7 @@ build_coredns_image() {
   # file capability to bind :53. The xattr travels in the layer.
   setcap cap_net_bind_service=+ep "$WORK/coredns"
   new_container scratch
-  buildah copy -q "$ctr" "$WORK/coredns" /coredns >/dev/null
+  buildah copy -q --chmod 0755 "$ctr" "$WORK/coredns" /coredns >/dev/null
   buildah config --entrypoint '["/coredns"]' --user 65532:65532 --workingdir / \
     --port 53 --port 53/udp --label "$RECIPE_LABEL=$RECIPE" "$ctr"
   buildah commit -q --rm "$ctr" "$tag" >/dev/null

@@ -191,11 +191,16 @@ CNI
 containerd_ready() { ctr --address "$CONTAINERD_SOCK" version; }
 
 start_containerd() {
+  # Snapshot and state directories are made with containerd's umask: a
+  # caller's 077 would leave image root directories unreadable to non-root
+  # containers.
+  umask 022
   node_network_up
   write_containerd_config
   spawn containerd containerd --config "$NODE_DIR/containerd.toml"
   wait_until 60 containerd containerd_ready
-  CONTAINERD_ADDRESS="$CONTAINERD_SOCK" bash "$DEVENV_SRC/images.sh" >>"$LOGS/images.log" 2>&1 \
+  # The node's own images; make e2e builds and imports the operator's.
+  CONTAINERD_ADDRESS="$CONTAINERD_SOCK" bash "$DEVENV_SRC/images.sh" pause netpol coredns >>"$LOGS/images.log" 2>&1 \
     || die "images failed, see $LOGS/images.log"
 }
 
@@ -253,6 +258,7 @@ kubectl_admin() { "$(kube_bin kubectl)" --kubeconfig "$DEVENV_DIR/kubeconfig" "$
 
 start_kubelet() {
   make_node_pki
+  umask 022   # volume directories must be readable by non-root containers
   write_kubelet_config "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT"
   mkdir -p "$NODE_DIR/kubelet"
   spawn kubelet "$(node_bin kubelet)" --config "$NODE_DIR/kubelet.yaml" \
