@@ -10,12 +10,13 @@ DEVENV  := .devenv
 CONFIG  ?= $(DEVENV)/operator-config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help venv devenv-up devenv-down devenv-purge tools lint unit integration test run demo bench render clean
+.PHONY: help venv devenv-up devenv-down devenv-purge tools lint unit integration test e2e run demo bench render clean
 
 help:
 	@echo "make demo         bring up the local platform and provision an example Tenant end to end"
 	@echo "make test         lint + unit tests + integration tests against the local platform"
-	@echo "make devenv-up    build (cached) and start etcd, kube-apiserver, controller-manager, MariaDB, RabbitMQ, MinIO"
+	@echo "make e2e          the Helm chart with the locally built image on the local node (pods, NetworkPolicies, Jobs)"
+	@echo "make devenv-up    build (cached) and start etcd, kube-apiserver, controller-manager, MariaDB, RabbitMQ, MinIO and a node"
 	@echo "make devenv-down  stop them (data kept; devenv-purge removes it)"
 	@echo "make run          run the operator in the foreground against the local platform"
 	@echo "make bench        benchmark against the local platform (BENCH_N tenants)"
@@ -54,6 +55,12 @@ integration: $(STAMP) devenv-up tools
 	source $(DEVENV)/env && $(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 test: lint unit integration
+
+# End to end on the local node: build (cached) and import the operator image,
+# install the chart, run tests/node.
+e2e: $(STAMP) devenv-up tools
+	source $(DEVENV)/env && CONTAINERD_ADDRESS=$(DEVENV)/node/run/containerd.sock bash devenv/images.sh operator && \
+	  $(PY) -m pytest -q tests/node $(PYTEST_ARGS)
 
 run: $(STAMP) devenv-up
 	source $(DEVENV)/env && kubectl apply --server-side -f crds/tenant.yaml >/dev/null && \

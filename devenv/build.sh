@@ -85,6 +85,20 @@ build_netpol() {
   log "kube-network-policies $KNP_VERSION: built in $(( $(date +%s) - t ))s"
 }
 
+build_containerd() {
+  local dir="$CACHE_DIR/bin/containerd-$CONTAINERD_VERSION"
+  if [[ -x "$dir/containerd" && -x "$dir/containerd-shim-runc-v2" && -x "$dir/ctr" ]]; then
+    log "containerd $CONTAINERD_VERSION: cached"; return
+  fi
+  log "containerd $CONTAINERD_VERSION: building"
+  local t=$(date +%s) gobin m=github.com/containerd/containerd/v2/cmd
+  gobin=$(mktemp -d)
+  GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "$m/containerd@$CONTAINERD_VERSION" \
+    "$m/containerd-shim-runc-v2@$CONTAINERD_VERSION" "$m/ctr@$CONTAINERD_VERSION"
+  rm -rf "$dir"; mkdir -p "$(dirname "$dir")"; mv "$gobin" "$dir"; chmod 755 "$dir"
+  log "containerd $CONTAINERD_VERSION: built in $(( $(date +%s) - t ))s"
+}
+
 build_coredns() {
   local bin; bin=$(bin_path coredns "$COREDNS_VERSION")
   if [[ -x "$bin" ]]; then log "coredns $COREDNS_VERSION: cached"; return; fi
@@ -101,7 +115,7 @@ build_coredns() {
 
 case "${1:-all}" in
   all) build_etcd; build_minio; build_kubernetes ;;
-  node) build_node; build_netpol; build_coredns ;;
-  etcd|minio|kubernetes|netpol|coredns) "build_$1" ;;
-  *) die "usage: build.sh [all|node|etcd|minio|kubernetes|netpol|coredns]" ;;
+  node) build_node; build_containerd; build_netpol; build_coredns ;;
+  etcd|minio|kubernetes|containerd|netpol|coredns) "build_$1" ;;
+  *) die "usage: build.sh [all|node|etcd|minio|kubernetes|containerd|netpol|coredns]" ;;
 esac

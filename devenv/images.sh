@@ -296,7 +296,10 @@ done
 
 if [[ -n "${CONTAINERD_ADDRESS:-}" ]]; then
   [[ -S "$CONTAINERD_ADDRESS" ]] || die "CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS is not a socket"
-  command -v ctr >/dev/null || die "ctr is not installed (run devenv/install-deps.sh)"
-  CTR=(ctr --address "$CONTAINERD_ADDRESS" -n k8s.io)
+  CONTAINERD_ADDRESS=$(realpath "$CONTAINERD_ADDRESS")   # ctr 2.x reads a relative path as a URL
+  # The ctr of the node's containerd release (devenv/build.sh containerd).
+  ctr_bin="$CACHE_DIR/bin/containerd-$CONTAINERD_VERSION/ctr"
+  [[ -x "$ctr_bin" ]] || ctr_bin=$(command -v ctr) || die "no ctr: run devenv/build.sh containerd"
+  CTR=("$ctr_bin" --address "$CONTAINERD_ADDRESS" -n k8s.io)
   for i in "${!IMPORT_TAGS[@]}"; do import_image "${IMPORT_TAGS[$i]}" "${IMPORT_FILES[$i]}"; done
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages devenv runs (MariaDB, RabbitMQ), the tools the
 # build needs, what devenv/images.sh builds images with and what a node runs
-# (containerd, runc, CNI plugins, the packet filter and conntrack tools).
+# (runc, CNI plugins, the packet filter and conntrack tools).
 # Idempotent: does nothing when all are present.
 . "$(dirname "$0")/lib.sh"
 
@@ -15,10 +15,10 @@ command -v curl >/dev/null || need+=(curl)
 # Packages without a single telling command are checked with dpkg:
 #   images: buildah, mmdebstrap, gcc + libc6-dev (the static pause binary),
 #           libcap2-bin (setcap, CoreDNS binds :53 as non-root)
-#   node:   containerd, runc, the CNI plugins, iptables, nftables,
+#   node:   runc, the CNI plugins, iptables, nftables,
 #           conntrack, ipset, iproute2
 for pkg in buildah mmdebstrap gcc libc6-dev libcap2-bin \
-           containerd runc containernetworking-plugins \
+           runc containernetworking-plugins \
            iptables nftables conntrack ipset iproute2; do
   [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || need+=("$pkg")
 done

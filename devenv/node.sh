@@ -138,35 +138,48 @@ node_network_down() {
 
 # ---- containerd -----------------------------------------------------------
 
+containerd_bin() { echo "$CACHE_DIR/bin/containerd-$CONTAINERD_VERSION"; }
+
 write_containerd_config() {
-  mkdir -p "$NODE_DIR"/{run,containerd,cni/net.d,cni/ipam}
+  mkdir -p "$NODE_DIR"/{run/nri,containerd,cni/net.d,cni/ipam}
   cat > "$NODE_DIR/containerd.toml" <<TOML
-version = 2
+version = 3
 root = "$NODE_DIR/containerd/root"
 state = "$NODE_DIR/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri.nri", "io.containerd.internal.v1.tracing"]
+disabled_plugins = ["io.containerd.internal.v1.tracing"]
 [grpc]
   address = "$CONTAINERD_SOCK"
 [ttrpc]
   address = "$NODE_DIR/run/containerd.sock.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "$PAUSE_IMAGE"
+[plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
   # Without CAP_SYS_RESOURCE a container may not get a lower OOM score than
   # containerd itself.
   restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+        BinaryName = "$(command -v runc)"
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$NODE_DIR/cni/net.d"
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+# kube-network-policies subscribes here to learn each pod's IP before the
+# pod sends its first packet (kubernetes/kubernetes#85966).
+[plugins.'io.containerd.nri.v1.nri']
+  disable = false
+  socket_path = "$NODE_DIR/run/nri/nri.sock"
+  plugin_path = "$NODE_DIR/nri/plugins"
+  plugin_config_path = "$NODE_DIR/nri/conf.d"
 TOML
   cat > "$NODE_DIR/cni/net.d/10-devenv.conflist" <<CNI
 {
@@ -188,7 +201,7 @@ TOML
 CNI
 }
 
-containerd_ready() { ctr --address "$CONTAINERD_SOCK" version; }
+containerd_ready() { "$(containerd_bin)/ctr" --address "$CONTAINERD_SOCK" version; }
 
 start_containerd() {
   # Snapshot and state directories are made with containerd's umask: a
@@ -197,10 +210,11 @@ start_containerd() {
   umask 022
   node_network_up
   write_containerd_config
-  spawn containerd containerd --config "$NODE_DIR/containerd.toml"
+  # PATH: containerd starts the shim of its own release.
+  PATH="$(containerd_bin):$PATH" spawn containerd "$(containerd_bin)/containerd" --config "$NODE_DIR/containerd.toml"
   wait_until 60 containerd containerd_ready
   # The node's own images; make e2e builds and imports the operator's.
-  CONTAINERD_ADDRESS="$CONTAINERD_SOCK" bash "$DEVENV_SRC/images.sh" pause netpol coredns >>"$LOGS/images.log" 2>&1 \
+  PATH="$(containerd_bin):$PATH" CONTAINERD_ADDRESS="$CONTAINERD_SOCK" bash "$DEVENV_SRC/images.sh" pause netpol coredns >>"$LOGS/images.log" 2>&1 \
     || die "images failed, see $LOGS/images.log"
 }
 
@@ -277,29 +291,41 @@ start_kube_proxy() {
   wait_until 60 kube-proxy curl -sf "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
 }
 
-netpol_ready() { curl -sf "http://127.0.0.1:$NETPOL_METRICS_PORT/metrics" >/dev/null; }
+# rolled_out KIND NAME: every replica runs the current template and is available.
+rolled_out() {
+  kubectl_admin -n kube-system get "$1" "$2" -o json | python3 -c '
+import json, sys
+o = json.load(sys.stdin); s = o.get("status", {})
+done = s.get("observedGeneration") == o["metadata"]["generation"] and (
+    s.get("updatedNumberScheduled", 0) == s.get("desiredNumberScheduled", -1) == s.get("numberAvailable", 0) > 0
+    if o["kind"] == "DaemonSet" else
+    s.get("updatedReplicas", 0) == o["spec"]["replicas"] == s.get("availableReplicas", 0) == s.get("replicas", 0))
+sys.exit(0 if done else 1)'
+}
+
+netpol_ready() {
+  rolled_out daemonset kube-network-policies && curl -sf "http://127.0.0.1:$NETPOL_METRICS_PORT/metrics" >/dev/null
+}
 
 # node_manifest FILE: a manifest of devenv/node with this environment's values.
 node_manifest() {
   sed -e "s|@DNS_SERVICE_IP@|$DNS_SERVICE_IP|g" -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" \
       -e "s|@NETPOL_IMAGE@|$NETPOL_IMAGE|g" -e "s|@NODE_NAME@|$NODE_NAME|g" \
       -e "s|@NETPOL_QUEUE@|$NETPOL_QUEUE|g" -e "s|@NETPOL_METRICS_PORT@|$NETPOL_METRICS_PORT|g" \
-      -e "s|@APISERVER_PORT@|$APISERVER_PORT|g" "$DEVENV_SRC/node/$1"
+      -e "s|@APISERVER_PORT@|$APISERVER_PORT|g" -e "s|@NRI_DIR@|$NODE_DIR/run/nri|g" "$DEVENV_SRC/node/$1"
 }
 
 start_netpol() {
-  node_manifest netpol.yaml | kubectl_admin apply --server-side -f - >/dev/null
+  node_manifest netpol.yaml | kubectl_admin apply --server-side --force-conflicts --field-manager devenv -f - >/dev/null
   wait_until 90 kube-network-policies netpol_ready
 }
 
 # ---- CoreDNS (a pod, as the tenants' allow-dns NetworkPolicy expects) ------
 
-dns_ready() {
-  kubectl_admin -n kube-system get deploy coredns -o jsonpath='{.status.availableReplicas}' | grep -qx 1
-}
+dns_ready() { rolled_out deployment coredns; }
 
 start_coredns() {
-  node_manifest coredns.yaml | kubectl_admin apply --server-side -f - >/dev/null
+  node_manifest coredns.yaml | kubectl_admin apply --server-side --force-conflicts --field-manager devenv -f - >/dev/null
   wait_until 120 coredns dns_ready
 }
 

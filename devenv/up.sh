@@ -37,9 +37,7 @@ for c in "${components[@]}"; do
     *) die "unknown component '$c'" ;;
   esac
   t=$(date +%s)
-  # The last two run as pods: ready is their state.
-  if [[ "$c" == coredns ]] && dns_ready 2>/dev/null; then log "coredns: already available"; continue; fi
-  if [[ "$c" == netpol ]] && netpol_ready 2>/dev/null; then log "netpol: already serving"; continue; fi
+  # netpol and coredns run as pods: their manifests are (re)applied.
   if is_running "$c"; then log "$c: already running (pid $(cat "$DEVENV_DIR/run/$c.pid"))"; continue; fi
   log "$c: starting"
   "start_${c//-/_}"

@@ -126,8 +126,22 @@ def node_ready() -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
 
 
+E2E_TENANTS = ("e2ea", "e2eb", "e2ec")
+
+
+def purge_tenants(names) -> None:
+    """Delete tenants at once (purge-now: no grace period) and wait until they are gone."""
+    present = [n for n in names if kubectl("get", "tenant", n, "--ignore-not-found").strip()]
+    for name in present:
+        kubectl("annotate", "tenant", name, "tenancy.dev/purge-now=true", "--overwrite")
+        kubectl("delete", "tenant", name, "--wait=false")
+    for name in present:
+        wait_for(lambda name=name: not kubectl("get", "tenant", name, "--ignore-not-found").strip(),
+                 timeout=240, interval=2, what=f"tenant {name} purged")
+
+
 @pytest.fixture(scope="session")
-def platform() -> Platform:
+def platform():
     if not (DEVENV / "image.env").exists() or not node_ready():
         pytest.skip("needs the local node and the operator image: run `make e2e`")
     state = read_env(DEVENV / "state.env")
@@ -144,7 +158,14 @@ def platform() -> Platform:
     platform = Platform(state, image)
     wait_for(lambda: deployment_available(platform, since), timeout=180,
              what="the operator Deployment to be Available")
-    return platform
+    # Left by an interrupted run: the tests need fresh tenants.
+    purge_tenants(E2E_TENANTS)
+    yield platform
+    # Leave the platform as found: no tenants of ours, no second operator for
+    # the integration tests to compete with.
+    purge_tenants(E2E_TENANTS)
+    subprocess.run(["helm", "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "120s"],
+                   capture_output=True, timeout=180)
 
 
 def deployment_available(platform: Platform, since: str) -> bool:
