@@ -180,6 +180,17 @@ def deployment_available(platform: Platform, since: str) -> bool:
     return any(c["type"] == "Available" and c["status"] == "True" for c in dep["status"].get("conditions", []))
 
 
+def wait_job(namespace: str, name: str, timeout: float = 180) -> None:
+    """Wait for a Job to succeed; fail with its logs if it fails."""
+    def done():
+        status = kubectl_json("-n", namespace, "get", "job", name)["status"]
+        if status.get("failed"):
+            logs = kubectl("-n", namespace, "logs", f"job/{name}", check=False)
+            pytest.fail(f"Job {namespace}/{name} failed: {logs}")
+        return status.get("succeeded") == 1
+    wait_for(done, timeout=timeout, what=f"Job {namespace}/{name}")
+
+
 def tenant_ready(name: str) -> dict | None:
     t = kubectl_json("get", "tenant", name)
     ready = [c for c in t.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
@@ -188,13 +199,9 @@ def tenant_ready(name: str) -> dict | None:
     return None
 
 
-def run_pod(namespace: str, name: str, image: str, command: list[str], *, env_from: list[str] = (),
-            labels: dict | None = None, timeout: float = 180) -> tuple[str, str]:
-    """Run a restricted-profile pod to completion; return (phase, logs)."""
-    pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
-        "spec": {
+def pod_spec(image: str, command: list[str], env_from: list[str] = ()) -> dict:
+    """A pod that passes the tenant namespaces' restricted Pod Security level."""
+    return {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -202,14 +209,22 @@ def run_pod(namespace: str, name: str, image: str, command: list[str], *, env_fr
                 "name": "main", "image": image, "imagePullPolicy": "Never", "command": command,
                 "envFrom": [{"secretRef": {"name": s}} for s in env_from],
                 "env": [{"name": "HOME", "value": "/tmp"}],
-                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                              "limits": {"cpu": "500m", "memory": "256Mi"}},
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                                     "readOnlyRootFilesystem": True},
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }],
             "volumes": [{"name": "tmp", "emptyDir": {}}],
-        },
-    }
+        }
+
+
+def run_pod(namespace: str, name: str, image: str, command: list[str], *, env_from: list[str] = (),
+            labels: dict | None = None, timeout: float = 180) -> tuple[str, str]:
+    """Run a restricted-profile pod to completion; return (phase, logs)."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
+           "spec": pod_spec(image, command, env_from)}
     kubectl("-n", namespace, "delete", "pod", name, "--ignore-not-found", "--wait=true")
     apply(pod)
 

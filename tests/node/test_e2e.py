@@ -11,14 +11,23 @@ import json
 import subprocess
 import textwrap
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pika
 import pytest
 import requests
-
-from conftest import (OPERATOR_NS, RELEASE, apply, kubectl, kubectl_json, run_pod, tenant_ready,
-                      wait_for)
+from conftest import (
+    OPERATOR_NS,
+    RELEASE,
+    apply,
+    kubectl,
+    kubectl_json,
+    pod_spec,
+    run_pod,
+    tenant_ready,
+    wait_for,
+    wait_job,
+)
 
 A, B, C = "e2ea", "e2eb", "e2ec"
 NS_A, NS_B, NS_C = (f"tenant-{n}" for n in (A, B, C))
@@ -226,23 +235,19 @@ def test_backup_job_from_cronjob_and_restore_job(tenants):
     minio = tenants.minio()
     before = {o.object_name for o in minio.list_objects(bucket, prefix="mysql/app/", recursive=True)}
     kubectl("-n", NS_A, "create", "job", "--from=cronjob/backup-app-db", "backup-now")
-
-    def job_done():
-        status = kubectl_json("-n", NS_A, "get", "job", "backup-now")["status"]
-        if status.get("failed"):
-            pytest.fail("backup Job failed: " + kubectl("-n", NS_A, "logs", "job/backup-now", check=False))
-        return status.get("succeeded") == 1
-    wait_for(job_done, timeout=180, what="the backup Job")
+    wait_job(NS_A, "backup-now")
     after = {o.object_name for o in minio.list_objects(bucket, prefix="mysql/app/", recursive=True)}
     dumps = sorted(k for k in after - before if k.endswith(".sql.gz"))
     assert dumps, f"no new dump in {bucket}: {sorted(after)}"
 
     with tenants.mysql(database=db["DB_DATABASE"]) as conn, conn.cursor() as c:
         c.execute("DELETE FROM items")
-    phase, logs = run_pod(NS_A, "restore", tenants.image,
-                          ["tenant-operator", "restore", "--secret-env", "--service", "app", "--latest"],
-                          env_from=["app-db-credentials", "objectstorage-credentials"])
-    assert phase == "Succeeded", logs
+    # The runbook's restore, as a Job with the tenant's own (read-only on backups) credentials.
+    spec = pod_spec(tenants.image, ["tenant-operator", "restore", "--secret-env", "--service", "app", "--latest"],
+                    env_from=["app-db-credentials", "objectstorage-credentials"])
+    apply({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "restore-now", "namespace": NS_A},
+           "spec": {"backoffLimit": 0, "template": {"spec": spec}}})
+    wait_job(NS_A, "restore-now")
     with tenants.mysql(database=db["DB_DATABASE"]) as conn, conn.cursor() as c:
         c.execute("SELECT name FROM items WHERE id = 1")
         assert c.fetchone() == ("written-by-pod",)
@@ -322,7 +327,7 @@ def test_foreground_delete_keeps_namespace_pods_and_data_through_grace(tenants, 
                                   .replace("Z", "+00:00"))
     checks = 0
     # Through the grace period: the namespace, the running pod and the database stay.
-    while (when - datetime.now(timezone.utc)).total_seconds() > 5:
+    while (when - datetime.now(UTC)).total_seconds() > 5:
         assert kubectl_json("get", "namespace", NS_B)["status"]["phase"] == "Active"
         assert kubectl_json("-n", NS_B, "get", "pod", "web")["status"]["phase"] == "Running"
         with tenants.mysql() as conn, conn.cursor() as c:
