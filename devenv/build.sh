@@ -7,26 +7,30 @@
 
 command -v go >/dev/null || die "go is not installed (need Go >= 1.25)"
 
-build_kubernetes() {
-  local out="$CACHE_DIR/bin/kubernetes-$K8S_VERSION"
-  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kubectl" ]]; then
-    log "kubernetes $K8S_VERSION: cached"; return
-  fi
+# k8s_build SET NOTE CMD...: build k8s.io/kubernetes/cmd/CMD... of the pinned
+# release, with an honest version, into the cache directory SET-$K8S_VERSION.
+k8s_build() {
+  local set=$1 note=$2; shift 2
+  local out="$CACHE_DIR/bin/$set-$K8S_VERSION" cmd missing=0
+  for cmd in "$@"; do [[ -x "$out/$cmd" ]] || missing=1; done
+  if (( ! missing )); then log "$* $K8S_VERSION: cached"; return; fi
   grep -q "k8s.io/kubernetes $K8S_VERSION" "$DEVENV_SRC/go/kubernetes/go.mod" \
     || die "devenv/go/kubernetes/go.mod does not pin $K8S_VERSION"
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
   ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
   ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
-  log "kubernetes $K8S_VERSION: building kube-apiserver, kube-controller-manager, kubectl (first time: 15-30 min on 2 cores)"
+  log "$* $K8S_VERSION: building$note"
   local t=$(date +%s) tmp="$out.tmp.$$"
   mkdir -p "$tmp"
   (cd "$DEVENV_SRC/go/kubernetes" && go build -mod=mod -trimpath -ldflags "$ldflags" -o "$tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kubectl)
+      "${@/#/k8s.io/kubernetes/cmd/}")
   rm -rf "$out"; mv "$tmp" "$out"
-  log "kubernetes $K8S_VERSION: built in $(( $(date +%s) - t ))s"
+  log "$* $K8S_VERSION: built in $(( $(date +%s) - t ))s"
+}
+
+build_kubernetes() {
+  k8s_build kubernetes " (first time: 15-30 min on 2 cores)" kube-apiserver kube-controller-manager kubectl
 }
 
 build_etcd() {
@@ -42,48 +46,27 @@ build_etcd() {
   log "etcd $ETCD_VERSION: built in $(( $(date +%s) - t ))s"
 }
 
-build_minio() {
-  local bin; bin=$(bin_path minio "$MINIO_VERSION")
-  if [[ -x "$bin" ]]; then log "minio $MINIO_VERSION: cached"; return; fi
-  log "minio $MINIO_VERSION: building"
-  local t=$(date +%s) gobin
-  gobin=$(mktemp -d)
-  GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
-  mkdir -p "$(dirname "$bin")"; mv "$gobin/minio" "$bin"; rmdir "$gobin"
-  log "minio $MINIO_VERSION: built in $(( $(date +%s) - t ))s"
+# go_install NAME VERSION PACKAGE [LDFLAGS]: `go install PACKAGE@VERSION` into
+# the version cache as NAME (go names the binary after PACKAGE's last element).
+go_install() {
+  local name=$1 version=$2 pkg=$3 ldflags=${4:-"-s -w"} bin t gobin
+  bin=$(bin_path "$name" "$version")
+  if [[ -x "$bin" ]]; then log "$name $version: cached"; return; fi
+  log "$name $version: building"
+  t=$(date +%s); gobin=$(mktemp -d)
+  GOBIN="$gobin" go install -trimpath -ldflags "$ldflags" "$pkg@$version"
+  mkdir -p "$(dirname "$bin")"; mv "$gobin/${pkg##*/}" "$bin"; rm -rf "$gobin"
+  log "$name $version: built in $(( $(date +%s) - t ))s"
 }
+
+build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
 
 # What running pods takes, from the same pinned Kubernetes module: the
 # scheduler, kubelet and kube-proxy.
-build_node() {
-  local out="$CACHE_DIR/bin/node-$K8S_VERSION"
-  if [[ -x "$out/kubelet" && -x "$out/kube-proxy" && -x "$out/kube-scheduler" ]]; then
-    log "kube-scheduler, kubelet, kube-proxy $K8S_VERSION: cached"; return
-  fi
-  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
-  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
-  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
-  log "kube-scheduler, kubelet, kube-proxy $K8S_VERSION: building"
-  local t=$(date +%s) tmp="$out.tmp.$$"
-  mkdir -p "$tmp"
-  (cd "$DEVENV_SRC/go/kubernetes" && go build -mod=mod -trimpath -ldflags "$ldflags" -o "$tmp/" \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
-  rm -rf "$out"; mv "$tmp" "$out"
-  log "kube-scheduler, kubelet, kube-proxy $K8S_VERSION: built in $(( $(date +%s) - t ))s"
-}
+build_node() { k8s_build node "" kube-scheduler kubelet kube-proxy; }
 
 # NetworkPolicy enforcement: the SIG Network implementation kind ships.
-build_netpol() {
-  local bin; bin=$(bin_path kube-network-policies "$KNP_VERSION")
-  if [[ -x "$bin" ]]; then log "kube-network-policies $KNP_VERSION: cached"; return; fi
-  log "kube-network-policies $KNP_VERSION: building"
-  local t=$(date +%s) gobin
-  gobin=$(mktemp -d)
-  GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kube-network-policies/cmd@$KNP_VERSION"
-  mkdir -p "$(dirname "$bin")"; mv "$gobin/cmd" "$bin"; rmdir "$gobin"
-  log "kube-network-policies $KNP_VERSION: built in $(( $(date +%s) - t ))s"
-}
+build_netpol() { go_install kube-network-policies "$KNP_VERSION" sigs.k8s.io/kube-network-policies/cmd; }
 
 build_containerd() {
   local dir="$CACHE_DIR/bin/containerd-$CONTAINERD_VERSION"
@@ -99,18 +82,10 @@ build_containerd() {
   log "containerd $CONTAINERD_VERSION: built in $(( $(date +%s) - t ))s"
 }
 
+# GitCommit is what CoreDNS's own Makefile stamps (`coredns -version`).
 build_coredns() {
-  local bin; bin=$(bin_path coredns "$COREDNS_VERSION")
-  if [[ -x "$bin" ]]; then log "coredns $COREDNS_VERSION: cached"; return; fi
-  log "coredns $COREDNS_VERSION: building"
-  local t gobin
-  t=$(date +%s); gobin=$(mktemp -d)
-  # GitCommit is what CoreDNS's own Makefile stamps (`coredns -version`).
-  GOBIN="$gobin" go install -trimpath \
-    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
-    "github.com/coredns/coredns@$COREDNS_VERSION"
-  mkdir -p "$(dirname "$bin")"; mv "$gobin/coredns" "$bin"; rmdir "$gobin"
-  log "coredns $COREDNS_VERSION: built in $(( $(date +%s) - t ))s"
+  go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 }
 
 case "${1:-all}" in
