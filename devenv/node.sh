@@ -334,6 +334,14 @@ start_coredns() {
 # Pods outlive containerd (their shims are detached): stop them first, then
 # unmount what the kubelet and the snapshotter left mounted.
 stop_node_pods() {
+  # The containers themselves: a shim's death does not end its container.
+  local cg procs
+  for cg in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/unified/kubepods /sys/fs/cgroup/kubepods; do
+    [[ -d "$cg" ]] || continue
+    procs=$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    [[ -z "${procs// }" ]] || kill -KILL $procs 2>/dev/null || true
+  done
   pkill -TERM -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
   local deadline=$(( $(date +%s) + 20 ))
   while pgrep -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" >/dev/null && (( $(date +%s) < deadline )); do
