@@ -20,25 +20,12 @@ import kopf
 from tenant_operator import GROUP, PLURAL, VERSION, lifecycle, metrics, naming, render
 from tenant_operator import config as config_mod
 from tenant_operator.backends import build_backends
-from tenant_operator.kube.client import Kube
+from tenant_operator.kube.client import OWNED, Kube
 from tenant_operator.reconciler import Reconciler
 from tenant_operator.recovery import RecoveryWatch
 
 log = logging.getLogger("tenant_operator")
 
-# (group, version, plural) of every kind the operator creates for a tenant.
-OWNED = (
-    ("", "v1", "namespaces"),
-    ("", "v1", "secrets"),
-    ("", "v1", "serviceaccounts"),
-    ("", "v1", "resourcequotas"),
-    ("", "v1", "limitranges"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
-    ("networking.k8s.io", "v1", "ingresses"),
-    ("rbac.authorization.k8s.io", "v1", "roles"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-    ("batch", "v1", "cronjobs"),
-)
 OWNED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY},{naming.LABEL_TENANT}"
 CONFIG_PATH: str = ""   # set by the CLI before kopf starts
 

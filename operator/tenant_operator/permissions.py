@@ -18,7 +18,7 @@ from __future__ import annotations
 
 _APPLIED = "server-side apply (reconciler._apply): patch, and create when the object is missing"
 _PRUNED = "pruned when no longer wanted (reconciler._prune)"
-_WATCHED = "kopf index and event handlers on owned objects (handlers.OWNED)"
+_WATCHED = "kopf index and event handlers on owned objects (kube.client.OWNED)"
 
 
 def _owned(*extra: tuple[str, str]) -> dict[str, str]:

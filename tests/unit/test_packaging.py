@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tenant_operator import GROUP, config, naming, permissions, render, spec
-from tenant_operator.handlers import OWNED
-from tenant_operator.kube.client import KINDS
+from tenant_operator.kube.client import KINDS, OWNED
 from tenant_operator.policy import TenantPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,10 +240,15 @@ def test_clusterrole_matches_code():
     check_clusterrole(role["rules"], peering=False)
 
 
-def test_code_rules_cover_the_owned_kinds():
-    # The derivation itself: every owned kind is in the kind table the client uses.
-    plurals = {k.plural for k in KINDS.values()}
-    assert {p for _g, _v, p in OWNED} <= plurals
+def test_owned_kinds_are_what_the_operator_renders():
+    # One table: every kind a tenant's rendering produces is watched, and only those and the Tenant exist.
+    cfg = config.from_dict({})
+    premium = spec.parse(yaml.safe_load((EXAMPLES / "tenant-premium.yaml").read_text()), cfg)
+    rendered = {o["kind"] for o in render.render_tenant(premium, cfg)}
+    owned = {k.kind for k in KINDS.values() if k.owned}
+    assert rendered <= owned
+    assert set(KINDS) - owned == {"Tenant"}
+    assert {p for _g, _v, p in OWNED} == {k.plural for k in KINDS.values() if k.owned}
 
 
 def test_clusterrole_check_refuses_an_unused_verb():

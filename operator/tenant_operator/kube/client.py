@@ -25,6 +25,15 @@ class Kind:
     kind: str
     plural: str
     namespaced: bool
+    owned: bool = True   # created for a tenant: watched by label, applied and pruned
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
 
     def path(self, namespace: str = "", name: str = "") -> str:
         base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
@@ -32,6 +41,7 @@ class Kind:
         return f"{base}{ns}/{self.plural}" + (f"/{name}" if name else "")
 
 
+# The one table of kinds: what the client addresses and what the operator watches.
 KINDS = {k.kind: k for k in (
     Kind("v1", "Namespace", "namespaces", False),
     Kind("v1", "Secret", "secrets", True),
@@ -43,8 +53,10 @@ KINDS = {k.kind: k for k in (
     Kind("rbac.authorization.k8s.io/v1", "Role", "roles", True),
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Kind("batch/v1", "CronJob", "cronjobs", True),
-    Kind("tenancy.dev/v1alpha1", "Tenant", "tenants", False),
+    Kind("tenancy.dev/v1alpha1", "Tenant", "tenants", False, owned=False),
 )}
+# (group, version, plural) of every kind the operator creates for a tenant.
+OWNED = tuple((k.group, k.version, k.plural) for k in KINDS.values() if k.owned)
 
 
 class Kube:
