@@ -177,7 +177,7 @@ class Reconciler:
     def reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None = None,
                   deletion: dict | None = None, claims: dict | None = None) -> ReconcileResult:
         """`claims`: host -> [(tenant, ingress creationTimestamp)] of the operator's
-        Ingresses routing the Tenant's domains (see handlers.domain_claims)."""
+        Ingresses routing the Tenant's domains (see runtime.domain_claims)."""
         name = body["metadata"]["name"]
         with self.tenant_lock(name):
             if deletion is None and (name in self._deleting or body["metadata"].get("deletionTimestamp")):
