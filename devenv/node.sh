@@ -46,6 +46,7 @@ make_node_pki() {
 # node_kubeconfig NAME -> a kubeconfig with NAME's client certificate
 node_kubeconfig() {
   local name=$1 kc="$NODE_DIR/$1.kubeconfig"
+  mkdir -p "$NODE_DIR"
   (umask 077; cat > "$kc" <<KC
 apiVersion: v1
 kind: Config
