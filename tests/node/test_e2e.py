@@ -200,6 +200,11 @@ def test_other_tenants_pods_and_services_are_unreachable(tenants, web_in_b):
     # DNS resolves from either tenant; the Kubernetes API is closed to tenant pods.
     assert from_a["dns"] and from_a["dns"] == from_b["dns"]
     assert from_a["api"] is False and from_b["api"] is False
+    # Nor would their ServiceAccount's role allow anything there: nothing grants it.
+    for ns in (NS_A, NS_B):
+        sa = f"system:serviceaccount:{ns}:default"
+        for verb, resource in (("get", "secrets"), ("list", "pods"), ("create", "pods")):
+            assert kubectl("auth", "can-i", verb, resource, "-n", ns, "--as", sa, check=False).strip() == "no"
 
 
 def test_tenant_pods_reach_only_their_own_backends(tenants):
