@@ -5,7 +5,9 @@ Measures, with tenants of 3 databases, 2 buckets, 2 queues and 1 domain:
   throughput   N tenants applied at once -> all Ready (tenants/s)
   floor        the same provisioning without the operator: the reconcile core
                called directly from a thread pool (render + server-side apply
-               + backend calls), i.e. everything but kopf and the watches
+               + backend calls), i.e. everything but kopf and the watches; with
+               where its time goes (thread-seconds in Kubernetes writes and in
+               each backend's pass)
   idle         API writes and CPU seconds of the operator over an idle window
   memory       peak RSS of the operator at N tenants
   restart      time for a restarted operator to confirm N tenants, and its writes
@@ -28,9 +30,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -148,8 +152,27 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
-    """The provisioning work with no operator: the reconcile core, called directly."""
+class Stopwatch:
+    """Thread-seconds spent inside wrapped calls, by label (summed over threads)."""
+
+    def __init__(self):
+        self.spent: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def wrap(self, label: str, fn):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.spent[label] += time.perf_counter() - started
+        return timed
+
+
+def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> tuple[float, dict[str, float]]:
+    """The provisioning work with no operator: the reconcile core, called directly.
+    Returns its wall time and the thread-seconds spent per part."""
     from tenant_operator import config as config_mod
     from tenant_operator.backends import build_backends
     from tenant_operator.kube.client import Kube
@@ -157,6 +180,13 @@ def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
     cfg = config_mod.load(config_path)
     kube = Kube.from_environment(cfg.field_manager, pool_size=workers * 2)
     rec = Reconciler(cfg, kube, build_backends(cfg, kube))
+    # Where the floor's time goes: Kubernetes writes (the reconciler's applies and
+    # creates) and each backend's pass (its service calls plus the Secret reads).
+    watch = Stopwatch()
+    for method in ("apply", "create"):
+        setattr(kube, method, watch.wrap("kubernetes_writes", getattr(kube, method)))
+    for backend in rec.backends:
+        backend.sync = watch.wrap(backend.component, backend.sync)
     names = [f"{prefix}-{i:04d}" for i in range(n)]
     # The API server gives every Tenant a UID; ownership markers record it.
     uids = {name: str(uuid.uuid4()) for name in names}
@@ -173,6 +203,8 @@ def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
             except ApiException:
                 pass
     elapsed = time.monotonic() - started
+    breakdown = {k: round(v, 2) for k, v in sorted(watch.spent.items())}
+    breakdown["total_thread_s"] = round(elapsed * workers, 2)
     # Clean up what the floor created, through the operator's own purge code path.
     from tenant_operator import naming, spec
 
@@ -187,7 +219,7 @@ def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> float:
         kube.delete("Namespace", naming.namespace(name, cfg.namespace_prefix))
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(purge, names))
-    return elapsed
+    return elapsed, breakdown
 
 
 def main() -> int:
@@ -218,7 +250,9 @@ def main() -> int:
     skip_floor = os.environ.get("BENCH_SKIP_FLOOR") == "1"
     if not skip_floor:
         print(f"bench: floor, {n} tenants without the operator", flush=True)
-        results["floor_all_done_s"] = round(floor_run(config_path, n, workers, "bf"), 2)
+        floor_s, breakdown = floor_run(config_path, n, workers, "bf")
+        results["floor_all_done_s"] = round(floor_s, 2)
+        results["floor_thread_seconds"] = breakdown
     # The operator starts on a settled cluster: not amid the namespace controller
     # deleting the floor's thousands of objects (their events would be measured too).
     core, floor_ns = kubernetes.client.CoreV1Api(), f"{cfg.get('namespacePrefix', 'tenant-')}bf-"
