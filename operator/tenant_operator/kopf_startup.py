@@ -10,13 +10,25 @@ objects) a restarted operator had reconciled nothing after six minutes.
 Waiters only ever wait for the overall state (`wait_for(state)` re-checks
 `is_on() == state`), so waking them when that state did not change is wasted
 work. The replacements below notify only on a change of the overall state;
-individual Toggle.turn_to() still notifies as before."""
+individual Toggle.turn_to() still notifies as before.
+
+This patches private kopf classes, so it is written for one kopf release
+exactly: pyproject.toml pins that release, and on any other the operator
+refuses to start rather than run an untested patch (or none, and stall at
+start-up with many tenants)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 
 log = logging.getLogger(__name__)
+
+KOPF_VERSION = "1.45.2"   # the release these replacements were written and tested for
+
+
+class UnsupportedKopf(RuntimeError):
+    pass
 
 
 async def _change(self, change) -> None:
@@ -44,18 +56,18 @@ async def _drop_toggles(self, dropped) -> None:
 
 
 def apply() -> bool:
-    """Install the replacements if kopf's ToggleSet is the one they were written
-    for (kopf 1.45); otherwise leave kopf as it is and say so."""
-    try:
-        from kopf._cogs.aiokits import aiotoggles
-    except ImportError:
-        log.warning("kopf start-up fix not applied: kopf's aiotoggles module is not where expected")
-        return False
+    """Install the replacements; raise UnsupportedKopf on any kopf but KOPF_VERSION
+    or if its ToggleSet is not the one they were written for."""
+    installed = importlib.metadata.version("kopf")
+    if installed != KOPF_VERSION:
+        raise UnsupportedKopf(f"kopf {installed} is installed, but tenant-operator patches kopf's private "
+                              f"ToggleSet for kopf {KOPF_VERSION} only (kopf_startup.py): install "
+                              f"kopf=={KOPF_VERSION}, the version pyproject.toml pins")
+    from kopf._cogs.aiokits import aiotoggles
     cls = aiotoggles.ToggleSet
     probe = cls(all)
     if not all(hasattr(probe, a) for a in ("_condition", "_toggles", "is_on")) or not all(
             hasattr(cls, m) for m in ("make_toggle", "drop_toggle", "drop_toggles")):
-        log.warning("kopf start-up fix not applied: kopf's ToggleSet has changed")
-        return False
+        raise UnsupportedKopf(f"kopf {installed}'s ToggleSet is not the one kopf_startup.py was written for")
     cls.make_toggle, cls.drop_toggle, cls.drop_toggles = _make_toggle, _drop_toggle, _drop_toggles
     return True

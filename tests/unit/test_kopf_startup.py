@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+from pathlib import Path
 
+import pytest
 from kopf._cogs.aiokits.aiotoggles import ToggleSet
 from tenant_operator import kopf_startup
 
@@ -56,3 +59,17 @@ def test_dropping_the_last_object_toggle_releases_the_waiters():
         assert ready.is_on()
 
     asyncio.run(scenario())
+
+
+def test_any_other_kopf_is_refused(monkeypatch):
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "1.46.0" if name == "kopf" else real(name))
+    with pytest.raises(kopf_startup.UnsupportedKopf, match="kopf 1.46.0 is installed.*kopf==1.45.2"):
+        kopf_startup.apply()
+
+
+def test_the_pin_is_the_patched_version():
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert f'"kopf=={kopf_startup.KOPF_VERSION}"' in pyproject
+    assert importlib.metadata.version("kopf") == kopf_startup.KOPF_VERSION
