@@ -43,26 +43,11 @@ make_node_pki() {
   )
 }
 
-# node_kubeconfig NAME -> a kubeconfig with NAME's client certificate
+# node_kubeconfig NAME -> the path of a kubeconfig with NAME's client certificate
 node_kubeconfig() {
-  local name=$1 kc="$NODE_DIR/$1.kubeconfig"
   mkdir -p "$NODE_DIR"
-  (umask 077; cat > "$kc" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: devenv
-  cluster: {server: "https://127.0.0.1:$APISERVER_PORT", certificate-authority: "$PKI/ca.crt"}
-users:
-- name: $name
-  user: {client-certificate: "$PKI/$name.crt", client-key: "$PKI/$name.key"}
-contexts:
-- name: devenv
-  context: {cluster: devenv, user: $name}
-current-context: devenv
-KC
-  )
-  echo "$kc"
+  client_kubeconfig "$NODE_DIR/$1.kubeconfig" "$1"
+  echo "$NODE_DIR/$1.kubeconfig"
 }
 
 # ---- host network: bridge, sysctls, DNAT to loopback, policy steering -----

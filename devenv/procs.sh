@@ -96,28 +96,27 @@ make_pki() {
   )
 }
 
-write_kubeconfig() {
-  local kc="$DEVENV_DIR/kubeconfig"
-  umask 077
-  cat > "$kc" <<KC
+# client_kubeconfig FILE CERT: a kubeconfig for the client certificate $PKI/CERT.crt.
+client_kubeconfig() {
+  local file=$1 cert=$2
+  (umask 077; cat > "$file" <<KC
 apiVersion: v1
 kind: Config
 clusters:
 - name: devenv
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority: $PKI/ca.crt
+  cluster: {server: "https://127.0.0.1:$APISERVER_PORT", certificate-authority: "$PKI/ca.crt"}
 users:
-- name: devenv-admin
-  user:
-    client-certificate: $PKI/admin.crt
-    client-key: $PKI/admin.key
+- name: $cert
+  user: {client-certificate: "$PKI/$cert.crt", client-key: "$PKI/$cert.key"}
 contexts:
 - name: devenv
-  context: {cluster: devenv, user: devenv-admin}
+  context: {cluster: devenv, user: $cert}
 current-context: devenv
 KC
+  )
 }
+
+write_kubeconfig() { client_kubeconfig "$DEVENV_DIR/kubeconfig" admin; }
 
 api_ready() {
   curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
