@@ -62,8 +62,10 @@ def _register_owned(group: str, version: str, plural: str) -> None:
     # loop they cost no thread hop, and wake() sets asyncio events from the
     # loop's own thread, the only place that is safe.
     @kopf.index(*resource, id=runtime.index_id(plural), labels={naming.LABEL_TENANT: kopf.PRESENT})
-    async def _owned_index(body: kopf.Body, labels, **_):
-        return {labels[naming.LABEL_TENANT]: runtime.compact(body)}
+    async def _owned_index(body: kopf.Body, labels, memo: kopf.Memo, **_):
+        state: State | None = getattr(memo, "state", None)
+        manager = state.cfg.field_manager if state else config_mod.OperatorConfig.field_manager
+        return {labels[naming.LABEL_TENANT]: runtime.compact(body, manager)}
 
     @kopf.on.event(*resource, id=f"wake_{plural}", labels={naming.LABEL_TENANT: kopf.PRESENT})
     async def _owned_changed(labels, memo: kopf.Memo, **_):

@@ -15,6 +15,10 @@ RECONCILE_ERRORS = Counter("tenant_operator_reconcile_errors_total", "Reconciles
 BACKEND_ERRORS = Counter("tenant_operator_backend_errors_total", "Failed backend calls", ["backend"])
 BACKUP_AGE = Gauge("tenant_operator_last_successful_backup_age_seconds",
                    "Seconds since the tenant's last successful backup", ["tenant"])
+SKIPPED_PASSES = Counter("tenant_operator_skipped_passes_total",
+                         "Drift checks that found every input of the last quiet pass unchanged")
+BACKEND_SYNCS = Counter("tenant_operator_backend_syncs_total",
+                        "Passes that called a backend (every backend call happens in one)", ["backend"])
 API_WRITES = Counter("tenant_operator_api_writes_total", "Write requests sent to the Kubernetes API")
 
 _phases: dict[str, str] = {}

@@ -23,6 +23,7 @@ from tenant_operator.kube.client import Kube
 from tenant_operator.kube.diff import needs_apply, with_hash
 from tenant_operator.naming import ANNOTATION_HASH
 from tenant_operator.ownership import ANNOTATION_UID, NameConflict, claim_decision
+from tenant_operator.rendercache import RenderCache
 from tenant_operator.status import Condition
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class ReconcileResult:
     retry_after: float | None = None   # seconds, when something failed
     phase: str = ""
     waiting_on: set[str] = field(default_factory=set)   # components whose backend was unavailable
+    pending_removals: bool = False   # something is due at a time, not on an event
 
 
 def _message(exc: Exception) -> str:
@@ -90,7 +92,7 @@ class Reconciler:
         self.kube = kube
         self.backends = backends or []    # objects with .sync(t, live, now) -> ComponentResult | None
         self._failures: dict[str, int] = {}
-        self._render_cache: dict[str, tuple[str, list[dict]]] = {}
+        self._render_cache = RenderCache()
         # One reconcile or deletion step per tenant at a time. A daemon's reconcile
         # thread can outlive its (cancelled) coroutine: without this lock it could
         # re-create what a purge just removed.
@@ -299,6 +301,7 @@ class Reconciler:
         if failed:
             # A rotation counts as done only when every backend rotated.
             extra_status.pop("credentials", None)
+        result.pending_removals = bool(extra_status.get("pendingRemovals"))
         if "namespace" not in errors:
             # Merge-patch null removes the field once nothing is pending any more.
             extra_status.setdefault("pendingRemovals", None)
@@ -393,12 +396,8 @@ class Reconciler:
     def _rendered(self, t: spec.Tenant) -> list[dict]:
         """Rendering is pure: a drift check of an unchanged tenant reuses the last
         result instead of running the templates again (the bulk of idle CPU)."""
-        key = repr(t)
-        cached = self._render_cache.get(t.name)
-        if cached is None or cached[0] != key:
-            cached = (key, [with_hash(o) for o in render.render_tenant(t, self.cfg)])
-            self._render_cache[t.name] = cached
-        return cached[1]
+        return self._render_cache.get(t.name, repr(t),
+                                      lambda: [with_hash(o) for o in render.render_tenant(t, self.cfg)])
 
     def tenant_lock(self, tenant: str) -> threading.RLock:
         with self._locks_guard:
@@ -409,7 +408,7 @@ class Reconciler:
         self._deleting.add(tenant)
 
     def forget(self, tenant: str) -> None:
-        self._render_cache.pop(tenant, None)
+        self._render_cache.forget(tenant)
         self._failures.pop(tenant, None)
         self._deleting.discard(tenant)
 

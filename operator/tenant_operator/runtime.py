@@ -8,6 +8,7 @@ import asyncio
 import copy
 import functools
 import logging
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +17,7 @@ import kopf
 from tenant_operator import config as config_mod
 from tenant_operator import lifecycle, metrics, render
 from tenant_operator.backends import build_backends
+from tenant_operator.kube import view
 from tenant_operator.kube.client import OWNED, Kube
 from tenant_operator.reconciler import Reconciler
 from tenant_operator.recovery import RecoveryWatch
@@ -45,11 +47,18 @@ class State:
                 event.set()
 
 
-def compact(body: kopf.Body) -> dict:
-    """A plain copy of an owned object without the bulky managedFields."""
-    obj = copy.deepcopy(dict(body))
-    obj["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
-    return obj
+def compact(body: kopf.Body, manager: str) -> dict:
+    """What is kept of an owned object: identity and the fields we manage (kube/view.py);
+    a copy, so nothing shares kopf's raw objects."""
+    return copy.deepcopy(view.compact(dict(body), manager))
+
+
+def fingerprint(body: kopf.Body, live: dict, claims: dict) -> tuple:
+    """Every input of a reconcile, by version: while it is unchanged, a pass
+    could only repeat the last one."""
+    return (body.get("metadata", {}).get("resourceVersion"),
+            tuple(sorted((key, (obj.get("metadata") or {}).get("resourceVersion")) for key, obj in live.items())),
+            tuple(sorted((host, tuple(c)) for host, c in claims.items())))
 
 
 def index_id(plural: str) -> str:
@@ -81,19 +90,34 @@ async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: flo
             w.cancel()
 
 
+def quiet(result) -> bool:
+    """A pass that changed nothing and waits on nothing: until its inputs move
+    (or the backend resync is due), another pass would only repeat it."""
+    return not (result.writes or result.retry_after or result.waiting_on or result.pending_removals)
+
+
 async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: dict) -> None:
-    """One tenant's reconciles, one at a time: now, on every wake(), and every
-    drift interval; kopf's daemon for the Tenant runs it until stopped."""
+    """One tenant's reconciles, one at a time: now, on every wake() (watch
+    events of the Tenant and its objects), and at least every backend resync.
+    A wake or drift timer whose inputs are those of the last quiet pass costs
+    a fingerprint and nothing else: no rendering, no API or backend call."""
     trigger = state.triggers.setdefault(name, asyncio.Event())
     loop = asyncio.get_running_loop()
+    quiet_inputs: tuple | None = None
+    resync_at = 0.0
     try:
         while not stopped:
             trigger.clear()
-            snapshot = copy.deepcopy(dict(body))
-            if snapshot.get("metadata", {}).get("deletionTimestamp"):
+            if body.get("metadata", {}).get("deletionTimestamp"):
                 return
             live = live_objects(name, indexes)
-            claims = domain_claims(snapshot, indexes)
+            claims = domain_claims(body, indexes)
+            inputs = fingerprint(body, live, claims)
+            if inputs == quiet_inputs and loop.time() < resync_at:
+                metrics.SKIPPED_PASSES.inc()
+                await wait(trigger, stopped, min(state.cfg.drift_interval, resync_at - loop.time()))
+                continue
+            snapshot = copy.deepcopy(dict(body))
             started = time.monotonic()
             try:
                 result = await loop.run_in_executor(state.executor, functools.partial(
@@ -105,6 +129,7 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
                 log.debug("traceback", exc_info=True)
                 metrics.RECONCILE_ERRORS.inc()
                 kopf.warn(body, reason="ReconcileError", message=str(exc)[:500])
+                quiet_inputs = None
                 await wait(trigger, stopped, 30.0)
                 continue
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
@@ -112,6 +137,12 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
             metrics.set_phase(name, result.phase)
             for etype, reason, message in result.events:
                 kopf.event(body, type=etype, reason=reason, message=message[:1000])
+            if quiet(result):
+                quiet_inputs = inputs
+                # Spread: tenants confirmed together after a restart do not resync together.
+                resync_at = loop.time() + state.cfg.backend_resync_interval * random.uniform(0.9, 1.1)  # nosec B311
+            else:
+                quiet_inputs = None
             await wait(trigger, stopped, result.retry_after or state.cfg.drift_interval)
             # Coalesce bursts of watch events (our own writes echo back).
             if trigger.is_set() and not stopped:

@@ -41,7 +41,7 @@ from tenant_operator.config import OperatorConfig
 from tenant_operator.errors import BackendUnavailable, ConfigError
 from tenant_operator.kube.client import Kube
 from tenant_operator.lifecycle import parse_time
-from tenant_operator.metrics import BACKEND_ERRORS
+from tenant_operator.metrics import BACKEND_ERRORS, BACKEND_SYNCS
 from tenant_operator.ownership import NameConflict
 from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition, now_iso
@@ -162,6 +162,7 @@ class BackendComponent(Component):
             # Same outcome as last time, but its events were already posted.
             return dataclasses.replace(cached[2], events=[])
         try:
+            BACKEND_SYNCS.labels(self.backend_name).inc()
             result = self.converge(t, live, rotate, terminating, current_status)
         except NameConflict as exc:
             result = ComponentResult(component=self.component,

@@ -43,6 +43,7 @@ from tenant_operator.kube.diff import needs_apply, with_hash
 from tenant_operator.naming import ANNOTATION_HASH
 from tenant_operator.render import backup as render_backup
 from tenant_operator.render import object_key as render_object_key
+from tenant_operator.rendercache import RenderCache
 from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition, now_iso
 
@@ -135,18 +136,14 @@ class BackupComponent(Component):
     def __init__(self, cfg: OperatorConfig, kube: Kube):
         self.cfg = cfg
         self.kube = kube
-        self._rendered: dict[str, tuple[str, list[dict]]] = {}
+        self._rendered = RenderCache()
         self._sa_checked: dict[str, tuple[str, float]] = {}   # tenant -> (applied hash, when confirmed)
 
     def _objects(self, t: Tenant) -> list[dict]:
         """The CronJobs and ServiceAccount; rendering is pure, so a drift check of
         an unchanged tenant reuses the last result (hashed once, as applied)."""
-        key = repr(t)
-        cached = self._rendered.get(t.name)
-        if cached is None or cached[0] != key:
-            cached = (key, [with_hash(o) for o in render_backup.cronjobs(t, self.cfg)])
-            self._rendered[t.name] = cached
-        return list(cached[1])
+        return list(self._rendered.get(t.name, repr(t),
+                                       lambda: [with_hash(o) for o in render_backup.cronjobs(t, self.cfg)]))
 
     # --- reconcile -----------------------------------------------------------------------
 
@@ -233,7 +230,7 @@ class BackupComponent(Component):
         return self._result(cond, objects, status)
 
     def forget(self, tenant: str) -> None:
-        self._rendered.pop(tenant, None)
+        self._rendered.forget(tenant)
         self._sa_checked.pop(tenant, None)
         from tenant_operator.metrics import BACKUP_AGE
         try:

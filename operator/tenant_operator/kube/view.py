@@ -1,0 +1,100 @@
+"""PURE: what the operator keeps in memory of each object it owns.
+
+A watch delivers whole objects: server defaults, status, managedFields and
+every other manager's fields. Drift detection needs only the fields the
+operator itself manages, and server-side apply records exactly those in the
+object's managedFields. So the view keeps identity (kind, name, labels, our
+annotations, resourceVersion, creationTimestamp), the few status fields the
+reconciler reads, and the object projected onto our own field set. A field
+another manager took over drops out of that set, so it shows as drift and is
+applied again, which is what a whole-object comparison would have done."""
+
+from __future__ import annotations
+
+import json
+
+from tenant_operator.naming import ANNOTATION_HASH
+from tenant_operator.ownership import ANNOTATION_UID
+
+# Status fields the reconciler reads, by kind (everything else in status is dropped).
+KEEP_STATUS = {
+    "Namespace": ("phase",),
+    "CronJob": ("lastScheduleTime", "lastSuccessfulTime"),
+}
+KEEP_METADATA = ("name", "namespace", "labels", "resourceVersion", "creationTimestamp", "deletionTimestamp")
+# Kept even if some other manager wrote them: ownership decisions read them.
+KEEP_ANNOTATIONS = (ANNOTATION_HASH, ANNOTATION_UID)
+
+
+def managed_fields(metadata: dict, manager: str) -> dict:
+    """The union of the fieldsV1 sets `manager` holds on the main resource
+    (apply and update entries; not the status subresource)."""
+    merged: dict = {}
+    for entry in metadata.get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("subresource"):
+            continue
+        _merge(merged, entry.get("fieldsV1") or {})
+    return merged
+
+
+def _merge(into: dict, fields: dict) -> None:
+    for key, sub in fields.items():
+        if key in into and isinstance(sub, dict) and sub:
+            _merge(into[key], sub)
+        else:
+            into.setdefault(key, sub)
+
+
+def project(value, fields: dict):
+    """`value` restricted to a fieldsV1 set: `f:name` selects a map key,
+    `k:{...}` a list item by its key fields, `v:<json>` a set member, `i:<n>`
+    a list index. An empty set (a leaf) keeps the value whole."""
+    if not fields or not isinstance(value, (dict, list)):
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, sub in fields.items():
+            if key.startswith("f:") and key[2:] in value:
+                out[key[2:]] = project(value[key[2:]], sub)
+        return out
+    out_items: list[tuple[int, object]] = []
+    for key, sub in fields.items():
+        if key.startswith("k:"):
+            wanted = json.loads(key[2:])
+            for i, item in enumerate(value):
+                if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items()):
+                    projected = project(item, sub)
+                    out_items.append((i, {**wanted, **projected} if isinstance(projected, dict) else projected))
+                    break
+        elif key.startswith("v:"):
+            member = json.loads(key[2:])
+            if member in value:
+                out_items.append((value.index(member), member))
+        elif key.startswith("i:"):
+            i = int(key[2:])
+            if i < len(value):
+                out_items.append((i, project(value[i], sub)))
+    return [item for _, item in sorted(out_items, key=lambda pair: pair[0])]
+
+
+def compact(obj: dict, manager: str) -> dict:
+    """The in-memory view of one owned object (see the module docstring)."""
+    meta = obj.get("metadata") or {}
+    fields = managed_fields(meta, manager)
+    rest = {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+    # No entry of ours at all (not created by this operator): keep it whole, to be safe.
+    body = project(rest, {k: v for k, v in fields.items() if k != "f:metadata"}) if fields else rest
+    if not isinstance(body, dict) or (fields and set(fields) <= {"f:metadata"}):
+        body = {}
+    view = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), **body}
+    kept_meta = {k: meta[k] for k in KEEP_METADATA if k in meta}
+    ours = project(meta.get("annotations") or {}, (fields.get("f:metadata") or {}).get("f:annotations") or {})
+    annotations = {**(ours if isinstance(ours, dict) else {}),
+                   **{k: v for k, v in (meta.get("annotations") or {}).items() if k in KEEP_ANNOTATIONS}}
+    if annotations:
+        kept_meta["annotations"] = annotations
+    view["metadata"] = kept_meta
+    status = {k: v for k, v in (obj.get("status") or {}).items() if k in KEEP_STATUS.get(obj.get("kind"), ())}
+    if status:
+        view["status"] = status
+    return view

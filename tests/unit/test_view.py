@@ -1,0 +1,91 @@
+"""The compact view of owned objects: projection onto our managedFields."""
+
+from __future__ import annotations
+
+from tenant_operator.kube.diff import needs_apply, with_hash
+from tenant_operator.kube.view import compact, managed_fields, project
+
+ME = "tenant-operator"
+
+
+CONTAINERS = {'k:{"name":"dump"}': {".": {}, "f:image": {}, "f:name": {}}}
+OURS = {"f:metadata": {"f:annotations": {"f:tenancy.dev/applied-hash": {}}, "f:labels": {"f:tenancy.dev/tenant": {}}},
+        "f:spec": {"f:schedule": {},
+                   "f:jobTemplate": {"f:spec": {"f:template": {"f:spec": {"f:containers": CONTAINERS}}}}}}
+
+
+def _cronjob(manager: str = ME) -> dict:
+    return {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "backup-app", "namespace": "tenant-a", "resourceVersion": "7", "uid": "u",
+                     "labels": {"tenancy.dev/tenant": "a", "other": "x"},
+                     "annotations": {"tenancy.dev/applied-hash": "h", "kubectl.kubernetes.io/last-applied": "{...}"},
+                     "managedFields": [
+                         {"manager": manager, "operation": "Apply", "fieldsV1": OURS},
+                         {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                          "fieldsV1": {"f:status": {"f:lastScheduleTime": {}}}}]},
+        "spec": {"schedule": "0 2 * * *", "suspend": False, "concurrencyPolicy": "Allow",
+                 "jobTemplate": {"spec": {"template": {"spec": {
+                     "restartPolicy": "Never",
+                     "containers": [{"name": "dump", "image": "img:1", "terminationMessagePath": "/dev/t",
+                                     "imagePullPolicy": "IfNotPresent"}]}}}}},
+        "status": {"lastScheduleTime": "2026-11-30T02:00:00Z", "active": [{"name": "job"}]},
+    }
+
+
+def test_projection_keeps_only_our_fields_and_list_items_by_key():
+    view = compact(_cronjob(), ME)
+    assert view["spec"] == {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+        "containers": [{"name": "dump", "image": "img:1"}]}}}}}
+    assert view["status"] == {"lastScheduleTime": "2026-11-30T02:00:00Z"}   # read by the backup status
+    assert view["metadata"]["labels"] == {"tenancy.dev/tenant": "a", "other": "x"}
+    assert view["metadata"]["annotations"] == {"tenancy.dev/applied-hash": "h"}
+    assert "managedFields" not in view["metadata"] and "uid" not in view["metadata"]
+
+
+def test_an_object_without_our_fields_is_kept_whole():
+    view = compact(_cronjob(manager="someone-else"), ME)
+    assert view["spec"]["concurrencyPolicy"] == "Allow"
+
+
+def test_set_members_and_indexes():
+    assert project(["a", "b", "c"], {'v:"c"': {}, 'v:"a"': {}}) == ["a", "c"]
+    assert project([{"x": 1, "y": 2}, {"x": 3}], {"i:1": {"f:x": {}}}) == [{"x": 3}]
+    assert project({"a": 1}, {'f:missing': {}}) == {}
+
+
+def test_union_of_apply_and_update_entries_of_our_manager():
+    meta = {"managedFields": [
+        {"manager": ME, "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {"f:a": {}}}}},
+        {"manager": ME, "operation": "Apply", "fieldsV1": {"f:metadata": {"f:annotations": {"f:b": {}}}}}]}
+    assert managed_fields(meta, ME) == {"f:metadata": {"f:labels": {"f:a": {}}, "f:annotations": {"f:b": {}}}}
+
+
+def test_drift_against_the_view():
+    desired = with_hash({"apiVersion": "batch/v1", "kind": "CronJob",
+                         "metadata": {"name": "backup-app", "namespace": "tenant-a"},
+                         "spec": {"schedule": "0 2 * * *"}})
+    live = _cronjob()
+    key = "tenancy.dev/applied-hash"
+    live["metadata"]["annotations"][key] = desired["metadata"]["annotations"][key]
+    assert not needs_apply(desired, compact(live, ME))
+    live["spec"]["schedule"] = "0 3 * * *"
+    assert needs_apply(desired, compact(live, ME))
+
+
+def test_quiet_and_fingerprint():
+    from tenant_operator import runtime
+    from tenant_operator.reconciler import ReconcileResult
+    assert runtime.quiet(ReconcileResult())
+    assert not runtime.quiet(ReconcileResult(writes=1))
+    assert not runtime.quiet(ReconcileResult(retry_after=5.0))
+    assert not runtime.quiet(ReconcileResult(waiting_on={"mysql"}))
+    assert not runtime.quiet(ReconcileResult(pending_removals=True))
+    body = {"metadata": {"resourceVersion": "1"}}
+    live = {("v1", "Secret", "ns", "a"): {"metadata": {"resourceVersion": "5"}}}
+    same = runtime.fingerprint(body, live, {"a.example.com": [("t", "2026")]})
+    assert same == runtime.fingerprint(dict(body), dict(live), {"a.example.com": [("t", "2026")]})
+    assert same != runtime.fingerprint(body, {("v1", "Secret", "ns", "a"): {"metadata": {"resourceVersion": "6"}}},
+                                       {"a.example.com": [("t", "2026")]})
+    assert same != runtime.fingerprint({"metadata": {"resourceVersion": "2"}}, live, {"a.example.com": [("t", "2026")]})
+    assert same != runtime.fingerprint(body, live, {})
