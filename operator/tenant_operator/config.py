@@ -104,6 +104,16 @@ class SharedService:
 
 
 @dataclass(frozen=True)
+class Sharding:
+    """Several replicas share the tenants through Leases (shards.py)."""
+    shards: int = 16
+    name: str = "tenant-operator"     # prefix of the Lease names; replicas with the same one share
+    namespace: str = ""               # where the Leases live: the operator's namespace
+    lease_seconds: float = 15.0
+    renew_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     namespace_prefix: str = "tenant-"
     field_manager: str = "tenant-operator"
@@ -133,6 +143,7 @@ class OperatorConfig:
     reserved_users: tuple[str, ...] = ("guest", "root", "admin", "mysql.*", "mariadb.sys")
     # What a Tenant may ask for (cluster issuers, Pod Security levels, admins, quota, domains).
     policy: TenantPolicy = field(default_factory=TenantPolicy)
+    sharding: Sharding | None = None   # None: this replica reconciles every tenant
 
     def reserved_namespace_patterns(self) -> tuple[str, ...]:
         return (*self.reserved_namespaces, self.operator_namespace)
@@ -159,6 +170,25 @@ def _int(raw: dict, key: str, default: int, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{path}{key}", f"must be an integer, got {value!r}")
     return value
+
+
+def _sharding(raw, operator_namespace: str) -> Sharding:
+    """`sharding: {}` turns it on with the defaults."""
+    if not isinstance(raw, dict):
+        raise ConfigError("sharding", "must be a map (e.g. `sharding: {shards: 16}`)")
+    shards = _int(raw, "shards", 16, "sharding.")
+    if not 1 <= shards <= 1024:
+        raise ConfigError("sharding.shards", f"must be between 1 and 1024, got {shards}")
+    name = str(raw.get("name", "tenant-operator"))
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", name):
+        raise ConfigError("sharding.name", "must be lowercase letters, digits and '-', at most 40 chars")
+    lease = float(_duration(raw.get("leaseDuration", "15s"), "sharding.leaseDuration"))
+    renew = float(_duration(raw.get("renewInterval", "5s"), "sharding.renewInterval"))
+    if not 0 < renew * 2 <= lease:
+        raise ConfigError("sharding.renewInterval", f"must be at most half of leaseDuration ({lease:g}s), "
+                                                    f"so one missed renewal does not lose the shards")
+    return Sharding(shards=shards, name=name, namespace=str(raw.get("namespace") or operator_namespace),
+                    lease_seconds=lease, renew_seconds=renew)
 
 
 def from_dict(raw: dict | None) -> OperatorConfig:
@@ -286,6 +316,8 @@ def from_dict(raw: dict | None) -> OperatorConfig:
                 rabbit, "publicHost" if cfg_rabbit.public_host else "amqpHost", cfg_rabbit.tenant_host,
                 (cfg_rabbit.amqp_port,), "rabbitmq.", cluster_domain))
         kwargs["rabbitmq"] = cfg_rabbit
+    if raw.get("sharding") is not None:
+        kwargs["sharding"] = _sharding(raw["sharding"], kwargs.get("operator_namespace", "tenant-operator"))
     return OperatorConfig(**kwargs)
 
 

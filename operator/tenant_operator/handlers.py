@@ -40,6 +40,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
         settings.watching.label_selectors[(group or "v1", plural)] = OWNED_SELECTOR
     memo.state = State(cfg)
     memo.state.recovery_task = asyncio.get_running_loop().create_task(memo.state.recovery.run())
+    if memo.state.shards is not None:
+        memo.state.shards_task = asyncio.get_running_loop().create_task(memo.state.shards.run())
     metrics.start_if_configured()
     log.info("tenant-operator started: %d workers, drift check every %ss", cfg.workers, cfg.drift_interval)
 
@@ -50,6 +52,10 @@ async def cleanup(memo: kopf.Memo, **_) -> None:
     if state:
         if state.recovery_task is not None:
             state.recovery_task.cancel()
+        if state.shards_task is not None:
+            state.shards_task.cancel()
+            # Give the shards back at once: the next replica need not wait for them to expire.
+            await asyncio.get_running_loop().run_in_executor(None, state.shards.release_all)
         state.recovery.close()
         state.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -87,9 +93,12 @@ async def _ingress_hosts(body: kopf.Body, labels, **_):
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def tenant_changed(name, memo: kopf.Memo, **_) -> None:
+async def tenant_changed(name, type, memo: kopf.Memo, **_) -> None:  # noqa: A002 - kopf's keyword
     state: State | None = getattr(memo, "state", None)
     if state:
+        if type == "DELETED" and name in state.deletion_triggers:
+            state.gone.add(name)   # a replica waiting to purge it can stop
+
         state.wake(name)
 
 

@@ -265,6 +265,8 @@ def _final_backup(state, t: spec.Tenant) -> dict:
 
 
 def _run_step(state, t: spec.Tenant, step: str, live: dict) -> tuple[bool, str]:
+    # Right before anything is removed: only while this replica holds the tenant's shard.
+    state.kube.check_owner()
     if step == NAMESPACE_STEP:
         ns = state.kube.get("Namespace", t.namespace)
         if ns is None:

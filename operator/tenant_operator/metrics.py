@@ -19,6 +19,11 @@ SKIPPED_PASSES = Counter("tenant_operator_skipped_passes_total",
                          "Drift checks that found every input of the last quiet pass unchanged")
 BACKEND_SYNCS = Counter("tenant_operator_backend_syncs_total",
                         "Passes that called a backend (every backend call happens in one)", ["backend"])
+LEASE_WRITES = Counter("tenant_operator_lease_writes_total",
+                       "Writes of shard and member Leases (replica coordination, not tenant work)")
+FENCED_WRITES = Counter("tenant_operator_fenced_writes_total",
+                        "Writes refused because this replica no longer held the tenant's shard")
+SHARDS_OWNED = Gauge("tenant_operator_shards_owned", "Shards this replica holds (sharding on)")
 API_WRITES = Counter("tenant_operator_api_writes_total", "Write requests sent to the Kubernetes API")
 
 _phases: dict[str, str] = {}

@@ -347,6 +347,7 @@ class Reconciler:
     def _sync_backend(self, backend, t: spec.Tenant, live, current: dict, deletion: dict | None):
         """One backend's pass; an unexpected error becomes its condition, never
         stops the other components."""
+        self.kube.check_owner()   # no backend call for a tenant whose shard moved on
         try:
             return backend.sync(t, live, current, terminating=deletion is not None)
         except Exception as exc:  # noqa: BLE001 - reported in status, retried with backoff

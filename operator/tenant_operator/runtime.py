@@ -16,9 +16,10 @@ import kopf
 
 from tenant_operator import config as config_mod
 from tenant_operator import lifecycle, metrics, render
+from tenant_operator import shards as shards_mod
 from tenant_operator.backends import build_backends
 from tenant_operator.kube import view
-from tenant_operator.kube.client import OWNED, Kube
+from tenant_operator.kube.client import OWNED, Kube, NotOwner
 from tenant_operator.reconciler import Reconciler
 from tenant_operator.recovery import RecoveryWatch
 
@@ -36,9 +37,33 @@ class State:
         self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
         self.triggers: dict[str, asyncio.Event] = {}            # reconcile daemons
         self.deletion_triggers: dict[str, asyncio.Event] = {}   # deletion handlers
+        self.gone: set[str] = set()   # Tenants deleted from the API (purged by any replica)
         self.recovery = RecoveryWatch({b.component: b.probe for b in self.backends if hasattr(b, "probe")},
                                       self.wake)
         self.recovery_task: asyncio.Task | None = None
+        self.shards = shards_mod.from_config(self.kube, cfg)   # None: every tenant is ours
+        self.shards_task: asyncio.Task | None = None
+
+    def owns(self, body) -> bool:
+        return self.shards is None or self.shards.owns(body.get("metadata", {}).get("uid", ""))
+
+    def guarded(self, body, fn, *args, **kwargs):
+        """Run `fn` (in a worker thread) with every write fenced on holding the tenant's shard."""
+        if self.shards is None:
+            return fn(*args, **kwargs)
+        with self.kube.guarded(lambda: self.owns(body)):
+            return fn(*args, **kwargs)
+
+    async def await_ownership(self, body, trigger: asyncio.Event, stopped, timeout: float) -> None:
+        """Wait for the tenant's shard to come to this replica (or a wake, or the timeout)."""
+        waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(self.shards.changed(timeout))]
+        if stopped is not None:
+            waiters.append(asyncio.ensure_future(stopped.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
 
     def wake(self, tenant: str) -> None:
         for triggers in (self.triggers, self.deletion_triggers):
@@ -110,6 +135,14 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
             trigger.clear()
             if body.get("metadata", {}).get("deletionTimestamp"):
                 return
+            if not state.owns(body):
+                # Another replica's tenant: wait, at no cost, until the shard comes here.
+                if quiet_inputs is not None or resync_at:
+                    metrics.forget(name)
+                    state.recovery.forget(name)
+                quiet_inputs, resync_at = None, 0.0
+                await state.await_ownership(body, trigger, stopped, state.cfg.drift_interval)
+                continue
             live = live_objects(name, indexes)
             claims = domain_claims(body, indexes)
             inputs = fingerprint(body, live, claims)
@@ -121,7 +154,11 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
             started = time.monotonic()
             try:
                 result = await loop.run_in_executor(state.executor, functools.partial(
-                    state.reconciler.reconcile, snapshot, live, claims=claims))
+                    state.guarded, body, state.reconciler.reconcile, snapshot, live, claims=claims))
+            except NotOwner:
+                log.info("tenant %s: its shard moved to another replica; pass abandoned", name)
+                quiet_inputs = None
+                continue
             except Exception as exc:  # noqa: BLE001 - keep the loop alive, back off
                 # One line with the cause (an API server outage fails every tenant at once);
                 # the traceback only at debug level.
@@ -165,9 +202,24 @@ async def deletion(state: State, name: str, body: dict, indexes: dict) -> None:
     deadline = loop.time() + DELETE_HANDLER_BUDGET
     while True:
         trigger.clear()
+        if name in state.gone:
+            state.gone.discard(name)
+            return
+        if not state.owns(body):
+            # Another replica purges it. Wait here (no writes) for the shard to come
+            # to this replica, and hand back to kopf when the budget is spent.
+            budget = deadline - loop.time()
+            if budget <= 0:
+                raise kopf.TemporaryError("another replica holds this tenant's shard", delay=1)
+            await state.await_ownership(body, trigger, None, budget)
+            continue
         snapshot = copy.deepcopy(dict(body))
         live = live_objects(name, indexes)
-        step = await loop.run_in_executor(state.executor, lifecycle.advance, state, snapshot, live)
+        try:
+            step = await loop.run_in_executor(state.executor, state.guarded, body, lifecycle.advance,
+                                              state, snapshot, live)
+        except NotOwner:
+            continue
         for etype, reason, message in step.events:
             kopf.event(body, type=etype, reason=reason, message=message[:1000])
         if step.done:

@@ -21,6 +21,13 @@ CFG = config.from_dict({"mysql": {"servers": {"main": {"host": "db.shared", "por
 class FakeKube:
     """Records writes; `objects` is what a watch would show."""
 
+    owner = True   # whether this replica holds the tenant's shard
+
+    def check_owner(self):
+        from tenant_operator.kube.client import NotOwner
+        if not self.owner:
+            raise NotOwner("shard moved")
+
     def __init__(self):
         self.objects: dict = {}
         self.writes: list[tuple] = []

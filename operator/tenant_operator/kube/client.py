@@ -7,14 +7,16 @@ these kinds, and discovery at start-up costs seconds on a busy cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from tenant_operator.metrics import API_WRITES
+from tenant_operator.metrics import API_WRITES, FENCED_WRITES, LEASE_WRITES
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,14 @@ KINDS = {k.kind: k for k in (
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Kind("batch/v1", "CronJob", "cronjobs", True),
     Kind("tenancy.dev/v1alpha1", "Tenant", "tenants", False, owned=False),
+    Kind("coordination.k8s.io/v1", "Lease", "leases", True, owned=False),
 )}
 # (group, version, plural) of every kind the operator creates for a tenant.
 OWNED = tuple((k.group, k.version, k.plural) for k in KINDS.values() if k.owned)
+
+
+class NotOwner(RuntimeError):
+    """A write for a tenant this replica no longer holds the shard of (shards.py)."""
 
 
 class Kube:
@@ -66,7 +73,24 @@ class Kube:
         self.api = api_client
         self.field_manager = field_manager
         self._lock = threading.Lock()
+        self._local = threading.local()
         self.writes = 0   # counted for the metrics and the benchmark
+
+    @contextlib.contextmanager
+    def guarded(self, still_owner: Callable[[], bool]):
+        """Writes from this thread go out only while `still_owner()` holds: the
+        fence that keeps a replica which lost a shard from writing for its tenants."""
+        self._local.guard = still_owner
+        try:
+            yield
+        finally:
+            self._local.guard = None
+
+    def check_owner(self) -> None:
+        guard = getattr(self._local, "guard", None)
+        if guard is not None and not guard():
+            FENCED_WRITES.inc()
+            raise NotOwner("this replica no longer holds the tenant's shard")
 
     @classmethod
     def from_environment(cls, field_manager: str, pool_size: int = 16) -> Kube:
@@ -78,8 +102,12 @@ class Kube:
         cfg.connection_pool_maxsize = pool_size
         return cls(kubernetes.client.ApiClient(cfg), field_manager)
 
-    def _call(self, method: str, path: str, body=None, query=None, content_type="application/json"):
-        if method != "GET":
+    def _call(self, method: str, path: str, body=None, query=None, content_type="application/json",
+              lease: bool = False):
+        if method != "GET" and lease:
+            LEASE_WRITES.inc()   # the replicas' coordination, apart from tenant work
+        elif method != "GET":
+            self.check_owner()
             with self._lock:
                 self.writes += 1
             API_WRITES.inc()
@@ -98,12 +126,18 @@ class Kube:
                           query={"fieldManager": self.field_manager, "force": "true"},
                           content_type="application/apply-patch+yaml")
 
-    def create(self, obj: dict) -> dict:
+    def create(self, obj: dict, lease: bool = False) -> dict:
         """POST: fails with 409 when the name is taken, so creating can never
         take over an object someone else made (server-side apply would)."""
         kind = KINDS[obj["kind"]]
         return self._call("POST", kind.path(obj["metadata"].get("namespace", "")), body=obj,
-                          query={"fieldManager": self.field_manager})
+                          query={"fieldManager": self.field_manager}, lease=lease)
+
+    def replace(self, obj: dict, lease: bool = False) -> dict:
+        """PUT at the object's metadata.resourceVersion: 409 when it moved on."""
+        meta = obj["metadata"]
+        return self._call("PUT", KINDS[obj["kind"]].path(meta.get("namespace", ""), meta["name"]), body=obj,
+                          query={"fieldManager": self.field_manager}, lease=lease)
 
     def get(self, kind: str, name: str, namespace: str = "") -> dict | None:
         try:
@@ -117,10 +151,11 @@ class Kube:
         query = {"labelSelector": label_selector} if label_selector else None
         return self._call("GET", KINDS[kind].path(namespace), query=query).get("items", [])
 
-    def delete(self, kind: str, name: str, namespace: str = "", propagation: str = "Background") -> bool:
+    def delete(self, kind: str, name: str, namespace: str = "", propagation: str = "Background",
+               lease: bool = False) -> bool:
         try:
             self._call("DELETE", KINDS[kind].path(namespace, name),
-                       body={"propagationPolicy": propagation})
+                       body={"propagationPolicy": propagation}, lease=lease)
             return True
         except ApiException as exc:
             if exc.status == 404:
