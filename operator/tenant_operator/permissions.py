@@ -4,8 +4,9 @@ The ClusterRole (charts/tenant-operator/templates/clusterrole.yaml and
 manifests/clusterrole.yaml) grants exactly `CODE` and `KOPF`, plus what the
 tenant-admin Role (render/templates/rbac.yaml.j2) grants: RBAC lets the
 operator create a Role, or a RoleBinding to it, only if it holds every
-permission in it (it has neither `escalate` nor `bind`). With several replicas
-the chart adds `PEERING`. tests/unit/test_packaging.py checks `CODE` against
+permission in it (it has neither `escalate` nor `bind`). `LEASES` is granted
+by a Role in the operator's own namespace only (charts/.../role.yaml and
+manifests/role.yaml): the replicas' shard Leases (shards.py). tests/unit/test_packaging.py checks `CODE` against
 the calls the code makes and the objects it renders, and the ClusterRoles
 against all of these.
 
@@ -73,12 +74,13 @@ KOPF: dict[tuple[str, str], dict[str, str]] = {
     },
 }
 
-# kopf peering, with more than one replica: keep-alives in the ClusterKopfPeering.
-PEERING: dict[tuple[str, str], dict[str, str]] = {
-    ("kopf.dev", "clusterkopfpeerings"): {
-        "list": "kopf watches the peering object for the other replicas' keep-alives",
-        "watch": "kopf watches the peering object for the other replicas' keep-alives",
-        "patch": "kopf writes this replica's keep-alive",
+# In the operator's namespace only (a Role): how the replicas share the tenants.
+LEASES: dict[tuple[str, str], dict[str, str]] = {
+    ("coordination.k8s.io", "leases"): {
+        "list": "each tick reads every shard and member Lease in one call (shards.ShardManager.tick)",
+        "create": "a shard or member Lease that does not exist yet",
+        "update": "renew, take or give back a Lease at the resourceVersion read (PUT, so two never both win)",
+        "delete": "a stopping replica's member Lease, and long-dead replicas' member Leases",
     },
 }
 

@@ -195,7 +195,8 @@ class ShardManager:
         return lease_name(self.prefix, "shard", str(shard))
 
     def _member_lease(self) -> str:
-        return lease_name(self.prefix, "member", self.me)
+        # Hashed: identities are long (pod names), and a truncated one could collide.
+        return lease_name(self.prefix, "member", hashlib.sha256(self.me.encode()).hexdigest()[:12])
 
     def _stale(self, lease: dict, now: float) -> bool:
         spec = lease.get("spec") or {}

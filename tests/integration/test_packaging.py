@@ -4,8 +4,7 @@ server-side dry run, and the ClusterRole is enough for the operator to create
 what it renders for a tenant (RBAC escalation checks included).
 
 Real changes are kept to what a dry run cannot do without: the Tenant CRD is
-(re-)applied, the kopf peering CRD is installed when absent (cluster
-infrastructure, left in place), and the namespace `tenant-operator` plus the
+(re-)applied, and the namespace `tenant-operator` plus the
 objects of the RBAC test are created and removed again. helm parts are
 skipped when helm is not installed (bash devenv/install-tools.sh)."""
 
@@ -95,7 +94,6 @@ def ensure_crd(path: Path, name: str, only_if_absent: bool = False) -> None:
 @pytest.fixture(scope="module")
 def cluster():
     ensure_crd(ROOT / "crds" / "tenant.yaml", "tenants.tenancy.dev")
-    ensure_crd(CHART / "crds" / "kopf-peering.yaml", "clusterkopfpeerings.kopf.dev", only_if_absent=True)
     return True
 
 
@@ -125,7 +123,7 @@ def test_kustomize_base_server_dry_run(operator_namespace):
     manifest = kubectl("kustomize", str(ROOT / "manifests")).stdout
     kinds = {d["kind"] for d in yaml.safe_load_all(manifest) if d}
     assert kinds == {"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                     "Secret", "Deployment", "Service"}
+                     "Role", "RoleBinding", "Secret", "Deployment", "Service"}
     server_dry_run(manifest)
 
 
@@ -144,18 +142,19 @@ def helm_template(helm: str, *args: str) -> str:
 def test_helm_template_default_server_dry_run(helm, operator_namespace):
     manifest = helm_template(helm)
     kinds = {d["kind"] for d in yaml.safe_load_all(manifest) if d}
-    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Secret", "Deployment", "Service"}
+    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret",
+                     "Deployment", "Service"}
     server_dry_run(manifest)
 
 
 def test_helm_template_full_server_dry_run(helm, operator_namespace):
-    """Three replicas with peering, every integration configured, CRDs included."""
+    """Three replicas sharing the tenants, every integration configured, CRDs included."""
     args = ["-f", str(CHART / "ci" / "full-values.yaml"), "--include-crds"]
     if not exists("crd", "servicemonitors.monitoring.coreos.com"):
         args += ["--set", "metrics.serviceMonitor.enabled=false"]
     manifest = helm_template(helm, *args)
     kinds = {d["kind"] for d in yaml.safe_load_all(manifest) if d}
-    assert {"CustomResourceDefinition", "ClusterKopfPeering", "Deployment"} <= kinds
+    assert {"CustomResourceDefinition", "Role", "RoleBinding", "Deployment"} <= kinds
     server_dry_run(manifest)
 
 

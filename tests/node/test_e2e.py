@@ -65,17 +65,19 @@ def tenants(platform):
 # --- the operator itself -------------------------------------------------------
 
 
-def test_operator_runs_in_cluster_with_only_its_clusterrole(platform):
+def test_operator_runs_in_cluster_with_only_its_roles(platform):
     dep = kubectl_json("-n", OPERATOR_NS, "get", "deploy", RELEASE)
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == RELEASE
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == platform.image
     sa = f"system:serviceaccount:{OPERATOR_NS}:{RELEASE}"
-    # Bound to nothing but the chart's ClusterRole: what the code does not use is refused.
+    # Bound to nothing but the chart's ClusterRole and its Lease Role: what the code does not use is refused.
     bindings = kubectl_json("get", "clusterrolebindings")["items"] + kubectl_json("get", "rolebindings", "-A")["items"]
     roles = {b["roleRef"]["name"] for b in bindings
              if any(s.get("kind") == "ServiceAccount" and s.get("name") == RELEASE
                     and s.get("namespace") == OPERATOR_NS for s in b.get("subjects") or [])}
-    assert roles == {RELEASE}
+    assert roles == {RELEASE, f"{RELEASE}-leases"}
+    assert kubectl("auth", "can-i", "update", "leases", "-n", OPERATOR_NS, "--as", sa).strip() == "yes"
+    assert kubectl("auth", "can-i", "update", "leases", "-n", "default", "--as", sa, check=False).strip() == "no"
     for verb, resource in (("create", "jobs"), ("delete", "jobs"), ("update", "tenants"), ("get", "nodes")):
         assert kubectl("auth", "can-i", verb, resource, "--as", sa, check=False).strip() == "no", (verb, resource)
     assert kubectl("auth", "can-i", "patch", "tenants/status", "--as", sa).strip() == "yes"

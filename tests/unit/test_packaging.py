@@ -32,7 +32,6 @@ UID = 10001
 
 # Permissions the ClusterRole may never hold.
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
-KOPF_PEERING = ("kopf.dev", "clusterkopfpeerings")
 
 
 def tool(name: str) -> str | None:
@@ -86,9 +85,12 @@ SOURCE = ROOT / "operator" / "tenant_operator"
 KUBE_CALL = re.compile(r"\bkube\.(\w+)\(\s*(?:\"(\w+)\")?")
 # Methods -> the verb the API server authorizes (patch_status: `patch` on <plural>/status).
 METHOD_VERBS = {"get": "get", "list": "list", "create": "create", "delete": "delete", "apply": "patch",
-                "patch_status": "patch"}
+                "patch_status": "patch", "replace": "update"}
+# Methods of the client that send nothing to the API server.
+LOCAL_METHODS = {"check_owner", "guarded"}
 # The calls whose kind is not a literal; what they reach is derived from the rendered objects below.
-DYNAMIC_CALLS = {("reconciler.py", "apply"), ("reconciler.py", "create"), ("reconciler.py", "delete")}
+DYNAMIC_CALLS = {("reconciler.py", "apply"), ("reconciler.py", "create"), ("reconciler.py", "delete"),
+                 ("shards.py", "create"), ("shards.py", "replace")}
 
 
 def resource(kind: str) -> tuple[str, str]:
@@ -120,6 +122,8 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
         if path.parent.name == "kube" and path.name == "client.py":
             continue
         for method, kind in KUBE_CALL.findall(path.read_text()):
+            if method in LOCAL_METHODS:
+                continue
             assert method in METHOD_VERBS, f"{path.name}: kube.{method}() is new to this test: map it to its verb"
             if not kind:
                 assert (path.name, method) in DYNAMIC_CALLS, \
@@ -136,6 +140,8 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
             verbs.add("delete")
     for group, _version, plural in OWNED:
         need.setdefault((group, plural), set()).update({"list", "watch"})
+    # shards.py writes its Leases through create (a missing one) and replace (renew, take, give back).
+    need.setdefault(resource("Lease"), set()).update({"create", "update"})
     return need
 
 
@@ -152,7 +158,7 @@ def tenant_admin_rules() -> dict[tuple[str, str], set[str]]:
 def test_permission_table_is_what_the_code_uses():
     """permissions.CODE holds exactly the verbs the code's calls need: none
     missing, none left over once a call is gone."""
-    table = permissions.merged(permissions.CODE)
+    table = permissions.merged(permissions.CODE, permissions.LEASES)
     used = code_permissions()
     for key in sorted(set(table) | set(used)):
         assert table.get(key, set()) == used.get(key, set()), \
@@ -208,11 +214,10 @@ def manifests_clusterrole() -> dict:
     return yaml.safe_load((MANIFESTS / "clusterrole.yaml").read_text())
 
 
-def check_clusterrole(rules: list[dict], peering: bool) -> None:
+def check_clusterrole(rules: list[dict]) -> None:
     granted = rule_map(rules)
     admin = tenant_admin_rules()
-    tables = [permissions.CODE, permissions.KOPF] + ([permissions.PEERING] if peering else [])
-    used = permissions.merged(*tables)
+    used = permissions.merged(permissions.CODE, permissions.KOPF)
 
     for verbs in granted.values():
         assert not verbs & FORBIDDEN_VERBS, verbs
@@ -231,13 +236,13 @@ def check_clusterrole(rules: list[dict], peering: bool) -> None:
         extra = verbs - used.get(key, set()) - admin.get(key, set())
         assert not extra, (f"the ClusterRole grants {sorted(extra)} on {key}, which neither the operator "
                            "(permissions.py) nor the tenant-admin Role needs")
-    assert (KOPF_PEERING in granted) == peering
+    assert resource("Lease") not in granted, "Leases are granted in the operator's namespace only (a Role)"
 
 
 def test_clusterrole_matches_code():
     role = manifests_clusterrole()
     assert role["kind"] == "ClusterRole"
-    check_clusterrole(role["rules"], peering=False)
+    check_clusterrole(role["rules"])
 
 
 def test_owned_kinds_are_what_the_operator_renders():
@@ -247,7 +252,7 @@ def test_owned_kinds_are_what_the_operator_renders():
     rendered = {o["kind"] for o in render.render_tenant(premium, cfg)}
     owned = {k.kind for k in KINDS.values() if k.owned}
     assert rendered <= owned
-    assert set(KINDS) - owned == {"Tenant"}
+    assert set(KINDS) - owned == {"Tenant", "Lease"}
     assert {p for _g, _v, p in OWNED} == {k.plural for k in KINDS.values() if k.owned}
 
 
@@ -257,10 +262,10 @@ def test_clusterrole_check_refuses_an_unused_verb():
     rules = manifests_clusterrole()["rules"] + [{"apiGroups": ["batch"], "resources": ["jobs"],
                                                  "verbs": ["create", "patch", "delete"]}]
     with pytest.raises(AssertionError, match=r"grants \['create', 'delete', 'patch'\] on \('batch', 'jobs'\)"):
-        check_clusterrole(rules, peering=False)
+        check_clusterrole(rules)
     without_events = [r for r in manifests_clusterrole()["rules"] if r["resources"] != ["events"]]
     with pytest.raises(AssertionError, match="lacks"):
-        check_clusterrole(without_events, peering=False)
+        check_clusterrole(without_events)
 
 
 def test_clusterrolebinding_binds_the_service_account():
@@ -276,11 +281,39 @@ def test_clusterrolebinding_binds_the_service_account():
 
 @pytest.mark.parametrize("replicas", [1, 3])
 def test_chart_clusterrole_matches_code(replicas: int):
-    docs = helm_template("--set", f"replicas={replicas}")
+    docs = helm_template("--set", f"replicaCount={replicas}")
     role = one(docs, "ClusterRole")
-    check_clusterrole(role["rules"], peering=replicas > 1)
-    without_peering = [r for r in role["rules"] if "kopf.dev" not in r["apiGroups"]]
-    assert without_peering == manifests_clusterrole()["rules"], "chart and manifests ClusterRoles differ"
+    check_clusterrole(role["rules"])
+    assert role["rules"] == manifests_clusterrole()["rules"], "chart and manifests ClusterRoles differ"
+
+
+def check_lease_role(docs: list[dict], namespace: str) -> None:
+    """The Lease permissions: exactly LEASES, in the operator's namespace, bound to its ServiceAccount."""
+    role, binding = one(docs, "Role"), one(docs, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    assert rule_map(role["rules"]) == permissions.merged(permissions.LEASES)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    sa = one(docs, "ServiceAccount") if by_kind(docs, "ServiceAccount") else None
+    if sa is not None:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                        "namespace": namespace}]
+
+
+def test_chart_lease_role_and_sharding_config():
+    docs = helm_template("--set", "replicaCount=2")
+    check_lease_role(docs, "tenant-operator")
+    cfg_text = yaml.safe_load(one(docs, "Secret")["stringData"]["config.yaml"])
+    assert cfg_text["sharding"] == {"shards": 16, "name": "tenant-operator", "namespace": "tenant-operator",
+                                    "leaseDuration": "15s", "renewInterval": "5s"}
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    # The older value name still counts.
+    assert one(helm_template("--set", "replicas=3"), "Deployment")["spec"]["replicas"] == 3
+
+
+def test_manifests_lease_role():
+    check_lease_role(load_all(MANIFESTS / "role.yaml") + [yaml.safe_load((MANIFESTS / "serviceaccount.yaml")
+                                                                          .read_text())], "tenant-operator")
 
 
 # --- Deployment --------------------------------------------------------------------------
@@ -296,7 +329,8 @@ def dockerfile_cmd() -> list[str]:
 def check_deployment(deploy: dict, replicas: int = 1) -> None:
     spec_ = deploy["spec"]
     assert spec_["replicas"] == replicas
-    assert spec_["strategy"]["type"] == ("Recreate" if replicas == 1 else "RollingUpdate")
+    # Replicas share the tenants by shard Leases, one holder each: rolling is safe.
+    assert spec_["strategy"]["type"] == "RollingUpdate"
     pod = spec_["template"]["spec"]
     assert set(spec_["selector"]["matchLabels"].items()) <= set(spec_["template"]["metadata"]["labels"].items())
 
@@ -333,11 +367,9 @@ def check_deployment(deploy: dict, replicas: int = 1) -> None:
     metrics = [w for w in words if w.startswith("--metrics-port=")]
     if metrics:
         assert ports["metrics"] == int(metrics[0].split("=")[1])
-    if replicas > 1:
-        assert any(w.startswith("--peering=") for w in words)
-        assert any(w.startswith("--priority=") for w in words), "equal kopf priorities pause every replica"
-    else:
-        assert not any(w.startswith("--peering") for w in words)
+    assert not any(w.startswith("--peering") for w in words), "sharding replaces kopf peering"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
     # Config from a Secret, /tmp writable (HOME) on a read-only root.
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -394,15 +426,6 @@ def test_manifests_config_is_valid_with_the_credentials(monkeypatch):
 def test_chart_deployment_is_hardened():
     check_deployment(one(helm_template(), "Deployment"))
     check_deployment(one(helm_template("-f", str(CHART / "ci" / "full-values.yaml")), "Deployment"), replicas=3)
-
-
-def test_chart_peering_objects_only_with_several_replicas():
-    assert not by_kind(helm_template(), "ClusterKopfPeering")
-    (peering,) = by_kind(helm_template("--set", "replicas=2"), "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "tenant-operator"
-    crd = yaml.safe_load((CHART / "crds" / "kopf-peering.yaml").read_text())
-    assert crd["spec"]["group"] == "kopf.dev" and crd["spec"]["names"]["plural"] == "clusterkopfpeerings"
-    assert crd["spec"]["scope"] == "Cluster"
 
 
 def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
@@ -472,7 +495,7 @@ def test_chart_crds_and_version():
     assert chart["apiVersion"] == "v2" and chart["name"] == "tenant-operator"
     import tenant_operator
     assert chart["appVersion"] == tenant_operator.__version__
-    assert {p.name for p in (CHART / "crds").iterdir()} == {"tenant.yaml", "kopf-peering.yaml"}
+    assert {p.name for p in (CHART / "crds").iterdir()} == {"tenant.yaml"}
 
 
 # --- Dockerfile --------------------------------------------------------------------------

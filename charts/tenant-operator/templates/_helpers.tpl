@@ -43,9 +43,9 @@ app.kubernetes.io/part-of: tenant-operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{/* Peering (kopf) is on when more than one replica runs. */}}
-{{- define "tenant-operator.peering" -}}
-{{- if gt (int .Values.replicas) 1 -}}true{{- end -}}
+{{/* Operator pods; `replicas` is the older name of replicaCount. */}}
+{{- define "tenant-operator.replicas" -}}
+{{- int (coalesce .Values.replicas .Values.replicaCount 1) -}}
 {{- end -}}
 
 {{/* Environment variable holding a MySQL server's admin password. */}}
@@ -65,6 +65,8 @@ tenant-operator.credentialsEnv).
 {{- with $c.sharedServices }}{{ $_ := set $out "sharedServices" . }}{{ end -}}
 {{- with $c.tiers }}{{ $_ := set $out "tiers" . }}{{ end -}}
 {{- with $c.policy }}{{ $_ := set $out "policy" . }}{{ end -}}
+{{- $sh := .Values.sharding -}}
+{{- $_ := set $out "sharding" (dict "shards" (int $sh.shards) "name" (include "tenant-operator.fullname" . | trunc 40 | trimSuffix "-") "namespace" .Release.Namespace "leaseDuration" $sh.leaseDuration "renewInterval" $sh.renewInterval) -}}
 {{- if $c.mysql.servers -}}
 {{- $servers := dict -}}
 {{- range $name, $srv := $c.mysql.servers -}}
