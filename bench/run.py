@@ -8,15 +8,18 @@ Measures, with tenants of 3 databases, 2 buckets, 2 queues and 1 domain:
                + backend calls), i.e. everything but kopf and the watches; with
                where its time goes (thread-seconds in Kubernetes writes and in
                each backend's pass)
-  idle         API writes and CPU seconds of the operator over an idle window
-  memory       peak RSS of the operator at N tenants
-  restart      time for a restarted operator to confirm N tenants, and its writes
+  idle         over an idle window: API writes, backend passes, CPU seconds,
+               passes run and drift checks answered from the fingerprint
+  memory       peak RSS of each replica at N tenants, and its RSS at rest
+  restart      time for the restarted replicas to confirm N tenants, and their writes
+  placement    how the tenants spread over the configured backend servers
   purge        time until every bench tenant is deleted and purged (grace 0s)
 Prints a table and writes bench/results.json. Bounded: every wait has a
 timeout and all tenants are purged at the end.
 
 Environment: BENCH_N (100), BENCH_LATENCY_N (20), BENCH_IDLE_SECONDS (300), BENCH_WORKERS (8),
-BENCH_SKIP_FLOOR (0; 1 skips the floor and the ratio)."""
+BENCH_SKIP_FLOOR (0; 1 skips the floor and the ratio), BENCH_REPLICAS (1; the replicas share
+the tenants through shard Leases, as the chart runs them), BENCH_OUT (bench/results.json)."""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results.json"
+OUT = Path(os.environ.get("BENCH_OUT") or ROOT / "bench" / "results.json")
 GROUP, VERSION, PLURAL = "tenancy.dev", "v1alpha1", "tenants"
 SPEC = {"tier": "standard", "domains": [], "databases": ["auth", "products", "orders"],
         "objectStorage": {"buckets": ["media", "docs"], "quotaGiB": 10}, "messaging": {"queues": ["orders", "mail"]},
@@ -92,6 +95,20 @@ class Operator:
         m = re.search(rf"^{re.escape(name)}{re.escape(labels)}\s+([0-9.eE+-]+)$", text, re.M)
         return float(m.group(1)) if m else None
 
+    def metric_sum(self, name: str) -> float:
+        """A counter summed over all its label sets (0 when absent)."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+([0-9.eE+-]+)$", text, re.M))
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -101,6 +118,34 @@ class Operator:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return 0.0
+
+
+class Replicas:
+    """The operator's replicas, each a process with its own metrics endpoint."""
+
+    def __init__(self, config: Path, logdir: Path, count: int):
+        self.config, self.logdir, self.count = config, logdir, count
+        self.ops: list[Operator] = []
+
+    def start(self) -> Replicas:
+        self.ops = [Operator(self.config, self.logdir / f"operator-{i}.log").start() for i in range(self.count)]
+        return self
+
+    def stop(self) -> None:
+        for op in self.ops:
+            op.stop()
+
+    def total(self, name: str) -> float:
+        return sum(op.metric_sum(name) for op in self.ops)
+
+    def cpu_seconds(self) -> float:
+        return sum(op.cpu_seconds() for op in self.ops)
+
+    def peak_rss_mib(self) -> list[float]:
+        return [round(op.peak_rss_mib(), 1) for op in self.ops]
+
+    def rss_mib(self) -> list[float]:
+        return [round(op.rss_mib(), 1) for op in self.ops]
 
 
 def wait(what: str, predicate, timeout: float, interval: float = 0.2):
@@ -145,6 +190,16 @@ def purge_all(custom) -> None:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def placement(custom) -> dict[str, dict[str, int]]:
+    """Tenants per backend server, from what each Tenant's status records."""
+    out: dict[str, dict[str, int]] = {}
+    for t in bench_tenants(custom):
+        for backend, server in ((t.get("status") or {}).get("placement") or {}).items():
+            out.setdefault(backend, {}).setdefault(server, 0)
+            out[backend][server] += 1
+    return out
 
 
 def pct(values: list[float], p: float) -> float:
@@ -230,6 +285,7 @@ def main() -> int:
     lat_n = int(os.environ.get("BENCH_LATENCY_N", "20"))
     idle_s = float(os.environ.get("BENCH_IDLE_SECONDS", "300"))
     workers = int(os.environ.get("BENCH_WORKERS", "8"))
+    replicas = int(os.environ.get("BENCH_REPLICAS", "1"))
     # Listing every bench Tenant is work for the API server and this process on
     # the same cores as the operator: poll less often the more there are.
     poll = max(1.0, n / 200)
@@ -242,9 +298,12 @@ def main() -> int:
     cfg = yaml.safe_load(Path(args.config).read_text())
     cfg.update({"workers": workers, "driftInterval": "60s", "backendResyncInterval": "600s",
                 "deletionPollInterval": "5s"})
+    if replicas > 1:
+        # As the chart runs them: the replicas share the tenants through shard Leases.
+        cfg["sharding"] = {"shards": 16, "name": f"bench-{uuid.uuid4().hex[:6]}", "namespace": "default"}
     config_path = tmp / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
-    results = Results(n=n, latency_n=lat_n, workers=workers, idle_seconds=idle_s)
+    results = Results(n=n, latency_n=lat_n, workers=workers, replicas=replicas, idle_seconds=idle_s)
     # Floor first, on backends as empty as the operator run will find them.
     # BENCH_SKIP_FLOOR=1 leaves it out (it takes as long as the throughput run).
     skip_floor = os.environ.get("BENCH_SKIP_FLOOR") == "1"
@@ -259,7 +318,9 @@ def main() -> int:
     wait("floor namespaces gone", lambda: not [ns for ns in core.list_namespace().items
                                                if ns.metadata.name.startswith(floor_ns)], max(300, n), 2.0)
     print(f"bench: operator, {lat_n} tenants one at a time then {n} at once", flush=True)
-    op = Operator(config_path, tmp / "operator.log").start()
+    op = Replicas(config_path, tmp, replicas).start()
+    if replicas > 1:
+        wait("every shard held", lambda: op.total("tenant_operator_shards_owned") == 16, 120, 0.5)
     try:
         # Latency, one tenant at a time.
         latencies = []
@@ -281,35 +342,43 @@ def main() -> int:
         elapsed = time.monotonic() - t0
         results["throughput_all_ready_s"] = round(elapsed, 2)
         results["throughput_tenants_per_s"] = round(n / elapsed, 2)
-        results["peak_rss_mib"] = round(op.peak_rss_mib(), 1)
+        results["peak_rss_mib"] = op.peak_rss_mib()
         if not skip_floor:
             results["operator_over_floor"] = round(elapsed / results["floor_all_done_s"], 2)
 
         # Idle: no spec changes for idle_s seconds.
         print(f"bench: idle for {idle_s:g}s", flush=True)
-        w0, c0 = op.metric("tenant_operator_api_writes_total"), op.cpu_seconds()
-        r0 = op.metric("tenant_operator_reconcile_duration_seconds_count")
+        counters = {"api_writes": "tenant_operator_api_writes_total",
+                    "backend_syncs": "tenant_operator_backend_syncs_total",
+                    "reconciles": "tenant_operator_reconcile_duration_seconds_count",
+                    "skipped_passes": "tenant_operator_skipped_passes_total",
+                    "lease_writes": "tenant_operator_lease_writes_total"}
+        c0 = op.cpu_seconds()
+        start = {k: op.total(m) for k, m in counters.items()}
         before = versions(custom)
         time.sleep(idle_s)   # the measurement window itself, not synchronisation
         # Which Tenants changed, if any: names to look up in the operator log.
         after = versions(custom)
         results["idle_changed_tenants"] = sorted(k for k, v in after.items() if before.get(k) != v)
-        results["idle_api_writes"] = op.metric("tenant_operator_api_writes_total") - w0
         results["idle_cpu_seconds"] = round(op.cpu_seconds() - c0, 2)
-        results["idle_reconciles"] = op.metric("tenant_operator_reconcile_duration_seconds_count") - r0
-        results["peak_rss_mib"] = round(max(results["peak_rss_mib"], op.peak_rss_mib()), 1)
+        for key, m in counters.items():
+            results[f"idle_{key}"] = op.total(m) - start[key]
+        results["rss_at_rest_mib"] = op.rss_mib()
+        results["peak_rss_mib"] = op.peak_rss_mib()
+        results["placement"] = placement(custom)
 
         # Restart: time to confirm every tenant, and writes while doing so.
         print("bench: restart", flush=True)
         total = n + lat_n
         op.stop()
-        op = Operator(config_path, tmp / "operator.log")
+        op = Replicas(config_path, tmp, replicas)
         t0 = time.monotonic()
         op.start()
-        wait("restart confirmation", lambda: (op.metric("tenant_operator_reconcile_duration_seconds_count") or 0)
+        wait("restart confirmation", lambda: op.total("tenant_operator_reconcile_duration_seconds_count")
              >= total, max(300, total * 2), 0.5)
         results["restart_confirm_s"] = round(time.monotonic() - t0, 2)
-        results["restart_api_writes"] = op.metric("tenant_operator_api_writes_total")
+        results["restart_api_writes"] = op.total("tenant_operator_api_writes_total")
+        results["restart_peak_rss_mib"] = op.peak_rss_mib()
     finally:
         print("bench: purging the bench tenants", flush=True)
         t0 = time.monotonic()
@@ -318,7 +387,7 @@ def main() -> int:
             wait("bench tenants purged", lambda: not bench_tenants(custom), max(300, n * 3), poll)
             results["purge_all_s"] = round(time.monotonic() - t0, 2)
         finally:
-            print(f"bench: operator log {op.log}", flush=True)
+            print(f"bench: operator logs in {tmp}", flush=True)
             op.stop()
 
     width = max(len(k) for k in results)
