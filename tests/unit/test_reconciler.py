@@ -191,7 +191,9 @@ def test_suspension_locks_and_removes_ingress(world):
     assert any(k[1] == "Ingress" for k in kube.objects)
     for b in rec.backends:
         b.forget("acme")
-    rec.reconcile(body_with_status(kube, tenant(domains=["a.example.com"], suspended=True)), dict(kube.objects))
+    suspended = tenant(domains=["a.example.com"], suspended=True)
+    suspended["metadata"]["generation"] = 2   # a spec change
+    rec.reconcile(body_with_status(kube, suspended), dict(kube.objects))
     assert not any(k[1] == "Ingress" for k in kube.objects)
     assert fake.locked[naming.mysql_user("acme", "auth")] is True
     assert kube.status["phase"] == "Suspended"
@@ -263,3 +265,49 @@ def test_an_object_the_api_server_refuses_makes_the_tenant_invalid_with_its_mess
         if obj["kind"] == "ResourceQuota" else FakeKube.apply(kube2, obj)
     assert rec2.reconcile(tenant(), {}).phase == "Provisioning"
     assert {c["type"]: c for c in kube2.status["conditions"]}["QuotaReady"]["reason"] == "ApplyFailed"
+
+
+def _restarted(kube):
+    """A new operator process on the same cluster: empty caches, a MySQL that is down."""
+    mysql = MySQLComponent(CFG, kube)
+    fake = FakeMySQL()
+    fake.down = True
+    mysql._clients["main"] = fake
+    return Reconciler(CFG, kube, [mysql]), mysql
+
+
+def test_a_restarted_operator_confirms_a_tenant_from_its_status_without_backend_calls(world):
+    kube, rec, _ = world
+    rec.reconcile(tenant(), {})
+    assert kube.status["phase"] == "Ready"
+    kube.writes.clear()
+    rec2, mysql = _restarted(kube)
+    again = rec2.reconcile(body_with_status(kube, tenant()), dict(kube.objects))
+    # MySQL is down, yet nothing failed: no call was made, and nothing was written.
+    assert again.phase == "Ready" and again.writes == 0 and kube.writes == []
+    # The backend check is only deferred: the cached result ages out within one resync interval.
+    (_key, at, _result), = mysql._cache.values()
+    import time
+    assert time.monotonic() - CFG.backend_resync_interval <= at <= time.monotonic()
+
+
+@pytest.mark.parametrize("change", ["secret_gone", "new_generation", "rotation", "condition_false"])
+def test_the_status_does_not_vouch_when_something_moved(world, change):
+    kube, rec, _ = world
+    rec.reconcile(tenant(), {})
+    body = body_with_status(kube, tenant())
+    live = dict(kube.objects)
+    if change == "secret_gone":
+        live.pop(("v1", "Secret", "tenant-acme", "auth-db-credentials"))
+    elif change == "new_generation":
+        body["metadata"]["generation"] = 2
+    elif change == "rotation":
+        body["metadata"]["annotations"] = {naming.ANNOTATION_ROTATE: "now"}
+    else:
+        for c in body["status"]["conditions"]:
+            if c["type"] == "DatabasesReady":
+                c["status"] = "False"
+    rec2, _ = _restarted(kube)
+    again = rec2.reconcile(body, live)
+    # The backend is asked (and found down), so the tenant is not confirmed Ready.
+    assert again.waiting_on == {"mysql"}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import secrets
 import threading
 import time
@@ -121,6 +122,10 @@ class BackendComponent(Component):
                  current_status: dict | None = None) -> ComponentResult:
         raise NotImplementedError
 
+    def expected_secrets(self, t: Tenant) -> list[str]:
+        """The Secrets a tenant converged on this backend has."""
+        raise NotImplementedError
+
     # --- shared ----------------------------------------------------------------------------
     def _secrets(self, t: Tenant, live: dict) -> dict[str, dict]:
         return {key[3]: obj for key, obj in live.items()
@@ -156,6 +161,14 @@ class BackendComponent(Component):
         rotate = rotation_requested(t, current_status)
         key = (*self._key(t, live, rotate), terminating)
         cached = self._cache.get(t.name)
+        if cached is None:
+            vouched = self._vouched_for(t, live, current_status, rotate, terminating)
+            if vouched is not None:
+                # First pass since start: the status vouches for the backend. Checked
+                # against it within one resync interval, spread so they do not come at once.
+                aged = time.monotonic() - random.uniform(0.0, self.cfg.backend_resync_interval)  # nosec B311
+                self._cache[t.name] = (key, aged, vouched)
+                return vouched
         if cached and cached[0] == key and time.monotonic() - cached[1] < self.cfg.backend_resync_interval \
                 and not cached[2].failed and self._secrets_present(cached[2], live) \
                 and not removal_due(cached[2].status):
@@ -188,6 +201,26 @@ class BackendComponent(Component):
             result.events.append(("Normal", "CredentialsRotated", f"{self.backend_name} credentials rotated"))
         self._cache[t.name] = (key, time.monotonic(), result)
         return result
+
+    def _vouched_for(self, t: Tenant, live: dict, current_status: dict, rotate: bool,
+                     terminating: bool) -> ComponentResult | None:
+        """What the last pass found, when the Tenant's status records it for the
+        current spec and every Secret it produced is still there: then a
+        restarted operator confirms the tenant with no backend call."""
+        if rotate or terminating or not self.wanted(t) or (current_status or {}).get("pendingRemovals"):
+            return None
+        if (current_status or {}).get("observedGeneration") != t.generation:
+            return None
+        cond = next((c for c in (current_status or {}).get("conditions") or []
+                     if c.get("type") == self.condition_type), None)
+        if cond is None or cond.get("status") != "True":
+            return None
+        secrets = self._secrets(t, live)
+        if not all(name in secrets for name in self.expected_secrets(t)):
+            return None
+        return ComponentResult(self.component, Condition(self.condition_type, True, cond.get("reason", ""),
+                                                         cond.get("message", "")),
+                               objects=list(secrets.values()), failed=False)
 
     def _was_unavailable(self, current_status: dict) -> bool:
         return any(c.get("type") == self.condition_type and c.get("reason") == "BackendUnavailable"

@@ -46,6 +46,9 @@ class MySQLComponent(BackendComponent):
         for name in sorted(self.cfg.mysql_servers):
             self.client(name).ping()
 
+    def expected_secrets(self, t: Tenant) -> list[str]:
+        return [naming.db_secret(service) for service in t.databases]
+
     def wanted(self, t: Tenant) -> bool:
         return bool(t.databases)
 

@@ -43,6 +43,9 @@ class ObjectStorageComponent(BackendComponent):
     def probe(self) -> None:
         self.store.ping()
 
+    def expected_secrets(self, t: Tenant) -> list[str]:
+        return [naming.OBJECTSTORE_SECRET, naming.BACKUP_SECRET]
+
     def wanted(self, t: Tenant) -> bool:
         return t.uses_object_storage
 

@@ -53,6 +53,9 @@ class RabbitMQComponent(BackendComponent):
     def probe(self) -> None:
         self.client.ping()
 
+    def expected_secrets(self, t: Tenant) -> list[str]:
+        return [naming.RABBITMQ_SECRET]
+
     def wanted(self, t: Tenant) -> bool:
         return t.messaging is not None
 
