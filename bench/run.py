@@ -393,7 +393,7 @@ def main() -> int:
     width = max(len(k) for k in results)
     for k, v in results.items():
         print(f"{k:<{width}}  {v}")
-    print(f"written to {OUT.relative_to(ROOT)}")
+    print(f"written to {OUT}")
     return 0
 
 

@@ -41,9 +41,8 @@ def cmd_run(args) -> int:
     _setup_logging(args.log_format, args.verbose)
     kopf.run(
         clusterwide=True,
-        standalone=not args.peering,
-        peering_name=args.peering or None,
-        priority=args.priority,
+        # Replicas share the tenants through shard Leases (config `sharding`), not kopf peering.
+        standalone=True,
         liveness_endpoint=args.liveness or None,
     )
     return 0
@@ -76,8 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the operator")
     run.add_argument("--config", required=True, help="operator configuration YAML")
-    run.add_argument("--peering", default="", help="kopf peering name for leader election (several replicas)")
-    run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     run.add_argument("--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     # In a pod the scraper reaches the pod IP: all interfaces is the right default there.

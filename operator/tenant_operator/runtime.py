@@ -115,6 +115,14 @@ async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: flo
             w.cancel()
 
 
+def changed_inputs(before: tuple, after: tuple) -> list[str]:
+    """Which inputs differ between two fingerprints (for the debug log)."""
+    out = ["tenant"] if before[0] != after[0] else []
+    old, new = dict(before[1]), dict(after[1])
+    out += [f"{k[1]}/{k[3]}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return out + (["domain claims"] if before[2] != after[2] else [])
+
+
 def quiet(result) -> bool:
     """A pass that changed nothing and waits on nothing: until its inputs move
     (or the backend resync is due), another pass would only repeat it."""
@@ -150,6 +158,8 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
                 metrics.SKIPPED_PASSES.inc()
                 await wait(trigger, stopped, min(state.cfg.drift_interval, resync_at - loop.time()))
                 continue
+            if quiet_inputs is not None and log.isEnabledFor(logging.DEBUG):
+                log.debug("tenant %s: inputs moved: %s", name, changed_inputs(quiet_inputs, inputs))
             snapshot = copy.deepcopy(dict(body))
             started = time.monotonic()
             try:
@@ -175,11 +185,15 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
             for etype, reason, message in result.events:
                 kopf.event(body, type=etype, reason=reason, message=message[:1000])
             if quiet(result):
+                # Spread: tenants confirmed together after a start resync over a whole
+                # interval, not together; later ones keep their place give or take 10%.
+                spread = (0.9, 1.1) if quiet_inputs is not None or resync_at else (0.1, 1.0)
                 quiet_inputs = inputs
-                # Spread: tenants confirmed together after a restart do not resync together.
-                resync_at = loop.time() + state.cfg.backend_resync_interval * random.uniform(0.9, 1.1)  # nosec B311
+                resync_at = loop.time() + state.cfg.backend_resync_interval * random.uniform(*spread)  # nosec B311
             else:
                 quiet_inputs = None
+                log.debug("tenant %s: pass not quiet (writes %d, retry %s, waiting on %s, pending removals %s)",
+                          name, result.writes, result.retry_after, sorted(result.waiting_on), result.pending_removals)
             await wait(trigger, stopped, result.retry_after or state.cfg.drift_interval)
             # Coalesce bursts of watch events (our own writes echo back).
             if trigger.is_set() and not stopped:

@@ -41,8 +41,10 @@ from tenant_operator.components import ComponentResult, live_secret_data
 from tenant_operator.config import OperatorConfig
 from tenant_operator.errors import BackendUnavailable, ConfigError
 from tenant_operator.kube.client import Kube
+from tenant_operator.kube.diff import desired_hash
 from tenant_operator.lifecycle import parse_time
 from tenant_operator.metrics import BACKEND_ERRORS, BACKEND_SYNCS
+from tenant_operator.naming import ANNOTATION_HASH
 from tenant_operator.ownership import NameConflict
 from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition, now_iso
@@ -149,9 +151,13 @@ class BackendComponent(Component):
             obj["metadata"]["annotations"] = annotations
         return obj
 
-    def _key(self, t: Tenant, live: dict, rotate: bool) -> tuple:
-        versions = tuple(sorted((n, o["metadata"].get("resourceVersion", ""))
-                                for n, o in self._secrets(t, live).items()))
+    def _key(self, t: Tenant, secrets: list[dict], rotate: bool) -> tuple:
+        # A Secret's applied hash, not its resourceVersion: our own write of the
+        # Secrets a pass produced must not make the next pass call the backend again.
+        # (An edit by someone else is drift the reconciler re-applies; a deleted
+        # Secret fails _secrets_present.)
+        versions = tuple(sorted((o["metadata"]["name"], (o["metadata"].get("annotations") or {}).get(ANNOTATION_HASH)
+                                 or desired_hash(o)) for o in secrets if o.get("kind", "Secret") == "Secret"))
         return (t.generation, t.suspended, rotate, t.rotate_token, versions, t.uid)
 
     def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False) -> ComponentResult | None:
@@ -159,7 +165,7 @@ class BackendComponent(Component):
             self._cache.pop(t.name, None)
             return None
         rotate = rotation_requested(t, current_status)
-        key = (*self._key(t, live, rotate), terminating)
+        key = (*self._key(t, list(self._secrets(t, live).values()), rotate), terminating)
         cached = self._cache.get(t.name)
         if cached is None:
             vouched = self._vouched_for(t, live, current_status, rotate, terminating)
@@ -199,7 +205,9 @@ class BackendComponent(Component):
         if rotate and not result.failed:
             result.status["credentials"] = {"rotationToken": t.rotate_token, "rotatedAt": now_iso()}
             result.events.append(("Normal", "CredentialsRotated", f"{self.backend_name} credentials rotated"))
-        self._cache[t.name] = (key, time.monotonic(), result)
+        # Remembered under the key the next pass will see: the Secrets as this pass leaves them.
+        after = (*self._key(t, result.objects, rotate and result.failed), terminating)
+        self._cache[t.name] = (after, time.monotonic(), result)
         return result
 
     def _vouched_for(self, t: Tenant, live: dict, current_status: dict, rotate: bool,
