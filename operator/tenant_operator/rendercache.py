@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-SIZE = 256   # tenants
+SIZE = 64   # tenants: more than the worker pool reconciles at once
 
 
 class RenderCache:
