@@ -72,6 +72,15 @@ def domain_claims(body: dict, indexes: dict) -> dict[str, list[tuple[str, str]]]
     return {h.lower(): list(index.get(h.lower(), ())) for h in hosts if isinstance(h, str)}
 
 
+PLACEMENT_INDEX = "tenant_placement"
+
+
+def placement_members(indexes: dict, backend: str, server: str):
+    """The Tenants whose status.placement records `server` for `backend` (the
+    counts of the automatic placement, placement.py)."""
+    return indexes[PLACEMENT_INDEX].get((backend, server), ())
+
+
 async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
     waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(stopped.wait())]
     try:
@@ -97,7 +106,8 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
             started = time.monotonic()
             try:
                 result = await loop.run_in_executor(state.executor, functools.partial(
-                    state.reconciler.reconcile, snapshot, live, claims=claims))
+                    state.reconciler.reconcile, snapshot, live, claims=claims,
+                    placed=functools.partial(placement_members, indexes)))
             except Exception as exc:  # noqa: BLE001 - keep the loop alive, back off
                 # One line with the cause (an API server outage fails every tenant at once);
                 # the traceback only at debug level.
