@@ -256,3 +256,23 @@ def test_no_backend_is_touched_while_the_placement_is_not_recorded():
     result = rec.reconcile(body(), {})
     assert result.retry_after == CONFLICT_RETRY_SECONDS
     assert [w for w in kube.writes if w[0] != "status"] == []
+
+
+# --- the CRD ------------------------------------------------------------------------------------
+
+def test_the_crd_has_an_immutable_placement_for_every_backend():
+    from pathlib import Path
+
+    import yaml
+    crd = yaml.safe_load((Path(__file__).parents[2] / "crds" / "tenant.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    spec_placement = schema["spec"]["properties"]["placement"]
+    assert set(spec_placement["properties"]) == set(placement.BACKENDS)
+    for backend in placement.BACKENDS:
+        field = spec_placement["properties"][backend]
+        assert field["type"] == "string" and field["maxLength"] == 63
+        (rule,) = [r for r in spec_placement["x-kubernetes-validations"]
+                   if r["message"].startswith(f"spec.placement.{backend} is immutable")]
+        assert rule["rule"] == (f"!has(oldSelf.{backend}) || (has(self.{backend}) && "
+                                f"self.{backend} == oldSelf.{backend})")
+    assert set(schema["status"]["properties"]["placement"]["properties"]) == set(placement.BACKENDS)
