@@ -276,3 +276,12 @@ def test_the_crd_has_an_immutable_placement_for_every_backend():
         assert rule["rule"] == (f"!has(oldSelf.{backend}) || (has(self.{backend}) && "
                                 f"self.{backend} == oldSelf.{backend})")
     assert set(schema["status"]["properties"]["placement"]["properties"]) == set(placement.BACKENDS)
+
+
+def test_an_invalid_tenant_being_deleted_is_purged_where_status_placement_says():
+    from tenant_operator import lifecycle
+    obj = body({"placement": {"rabbitmq": "b", "objectStorage": "two", "mysql": "gone"}}, tier="nope")
+    t, parsed = lifecycle.tenant_for_deletion(obj, CFG)
+    assert not parsed
+    # A recorded server the config still has; else (gone) the default.
+    assert (t.rabbitmq_server, t.object_storage_server, t.mysql_server) == ("b", "two", "main")
