@@ -135,6 +135,8 @@ def test_new_tenants_are_spread_over_both_servers_and_the_choice_is_recorded(spr
 ])
 def test_changing_spec_placement_is_refused_by_the_api_server(tenants, backend, first, then):
     name = tenants.create(unique("pl-move"), placement={backend: first})
+    # Handled by the operator first: the clean-up then deletes it through the operator's finalizer.
+    tenants.wait_phase(name, "Ready", READY_TIMEOUT)
     for patch in ({"spec": {"placement": {backend: then}}}, {"spec": {"placement": {backend: None}}}):
         with pytest.raises(ApiException) as info:
             tenants.patch(name, patch)
