@@ -73,6 +73,18 @@ def resolve(used: Iterable[str], requested: Mapping[str, str], recorded: Mapping
 Members = Callable[[str, str], Collection[str]]
 
 
+def may_choose(body: Mapping) -> bool:
+    """Whether a pass over this Tenant object may need an automatic choice: it
+    uses a backend (read loosely from the raw spec: never less than the model
+    says) that status.placement does not record yet. Cheap: every drift check asks."""
+    spec = body.get("spec") or {}
+    recorded = (body.get("status") or {}).get("placement")
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    wanted = {"mysql": bool(spec.get("databases")), "rabbitmq": spec.get("messaging") is not None,
+              "objectStorage": spec.get("objectStorage") is not None or bool(spec.get("databases"))}
+    return any(use and not recorded.get(backend) for backend, use in wanted.items())
+
+
 class Placer:
     """Automatic choices, counted together with those still in flight."""
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import kopf
 
 from tenant_operator import config as config_mod
-from tenant_operator import lifecycle, metrics, render
+from tenant_operator import lifecycle, metrics, placement, render
 from tenant_operator.backends import build_backends
 from tenant_operator.kube.client import OWNED, Kube
 from tenant_operator.reconciler import Reconciler
@@ -75,10 +75,15 @@ def domain_claims(body: dict, indexes: dict) -> dict[str, list[tuple[str, str]]]
 PLACEMENT_INDEX = "tenant_placement"
 
 
-def placement_members(indexes: dict, backend: str, server: str):
-    """The Tenants whose status.placement records `server` for `backend` (the
-    counts of the automatic placement, placement.py)."""
-    return indexes[PLACEMENT_INDEX].get((backend, server), ())
+def placement_members(body: dict, indexes: dict):
+    """(backend, server) -> the Tenants whose status.placement records that
+    server: what the automatic placement counts (placement.py). A copy taken
+    here, in the event loop that updates the index, for the reconcile thread;
+    only for a Tenant that may need a choice (else None: nothing to count)."""
+    if not placement.may_choose(body):
+        return None
+    snapshot = {key: frozenset(store) for key, store in indexes[PLACEMENT_INDEX].items()}
+    return lambda backend, server: snapshot.get((backend, server), frozenset())
 
 
 async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
@@ -107,7 +112,7 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
             try:
                 result = await loop.run_in_executor(state.executor, functools.partial(
                     state.reconciler.reconcile, snapshot, live, claims=claims,
-                    placed=functools.partial(placement_members, indexes)))
+                    placed=placement_members(snapshot, indexes)))
             except Exception as exc:  # noqa: BLE001 - keep the loop alive, back off
                 # One line with the cause (an API server outage fails every tenant at once);
                 # the traceback only at debug level.

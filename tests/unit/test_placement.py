@@ -285,3 +285,27 @@ def test_an_invalid_tenant_being_deleted_is_purged_where_status_placement_says()
     assert not parsed
     # A recorded server the config still has; else (gone) the default.
     assert (t.rabbitmq_server, t.object_storage_server, t.mysql_server) == ("b", "two", "main")
+
+
+# --- the counts the runtime hands over ------------------------------------------------------------
+
+@pytest.mark.parametrize(("obj", "expected"), [
+    (body(), True),                                                        # messaging, nothing recorded
+    (body({"placement": {"rabbitmq": "a"}}), False),                        # recorded: a drift check counts nothing
+    (body({"placement": {"rabbitmq": "a"}}, databases=["auth"]), True),     # databases (and backups) added
+    (body(messaging=None), False),                                          # no backend at all
+    (body({"placement": {"rabbitmq": "a", "mysql": "main", "objectStorage": "one"}}, databases=["auth"]), False),
+])
+def test_may_choose_only_when_a_used_backend_is_not_recorded(obj, expected):
+    assert placement.may_choose(obj) is expected
+
+
+def test_the_runtime_hands_a_copy_of_the_index_only_when_a_choice_may_be_needed():
+    from tenant_operator import runtime
+    index = {("rabbitmq", "a"): ["x", "y"], ("rabbitmq", "b"): ["z"]}
+    members = runtime.placement_members(body(), {runtime.PLACEMENT_INDEX: index})
+    index[("rabbitmq", "b")].append("late")            # the loop updates the index; the copy stays
+    assert members("rabbitmq", "a") == {"x", "y"} and members("rabbitmq", "b") == {"z"}
+    assert members("rabbitmq", "c") == frozenset()
+    assert runtime.placement_members(body({"placement": {"rabbitmq": "a"}}), {runtime.PLACEMENT_INDEX: index}) \
+        is None
