@@ -17,6 +17,7 @@ chmod 711 "$DEVENV_DIR"; chmod 700 "$DEVENV_DIR/pki" "$DEVENV_DIR/run"
 load_state
 
 components=("$@")
+rabbit_components >/dev/null   # stops here on a bad DEVENV_RABBITMQ_SERVERS
 NODE_COMPONENTS=(kube-scheduler containerd kubelet kube-proxy netpol coredns)
 if [[ ${#components[@]} -eq 0 ]]; then
   # shellcheck disable=SC2207
