@@ -11,7 +11,7 @@ components=("$@")
 node_all=0
 if [[ ${#components[@]} -eq 0 ]]; then
   node_all=1
-  components=(netpol kube-proxy kubelet containerd kube-scheduler minio rabbitmq mariadb kube-controller-manager kube-apiserver etcd)
+  components=(netpol kube-proxy kubelet containerd kube-scheduler minio rabbitmq2 rabbitmq mariadb kube-controller-manager kube-apiserver etcd)
 fi
 [[ -d "$DEVENV_DIR" ]] || { log "nothing to stop"; exit 0; }
 load_state

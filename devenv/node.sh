@@ -21,7 +21,10 @@ node_bin() { echo "$CACHE_DIR/bin/node-$K8S_VERSION/$1"; }
 
 # The host ports pods may reach on $POD_GATEWAY (each DNATed to 127.0.0.1).
 node_exposed_ports() {
-  echo "$MYSQL_PORT $MINIO_PORT $AMQP_PORT $RABBIT_MGMT_PORT"
+  local ports="$MYSQL_PORT $MINIO_PORT $AMQP_PORT $RABBIT_MGMT_PORT"
+  # The second RabbitMQ server (procs.sh), when it runs.
+  if [[ " $(rabbit_components) " == *" rabbitmq2 "* ]]; then ports+=" $AMQP2_PORT $RABBIT2_MGMT_PORT"; fi
+  echo "$ports"
 }
 
 make_node_pki() {

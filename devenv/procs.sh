@@ -29,9 +29,14 @@ load_state() {
   fi
   # Ports added since this environment was created.
   local p
-  for p in SCHEDULER_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT NETPOL_METRICS_PORT; do
+  for p in SCHEDULER_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT NETPOL_METRICS_PORT \
+           AMQP2_PORT RABBIT2_MGMT_PORT RABBIT2_DIST_PORT; do
     grep -q "^$p=" "$STATE" || echo "$p=$(free_port)" >> "$STATE"
   done
+  # The second RabbitMQ server: a node of its own (not a cluster member).
+  grep -q "^RABBIT2_NODE=" "$STATE" || \
+    echo "RABBIT2_NODE=devenv$(echo "$DEVENV_DIR" | cksum | cut -d' ' -f1)b@localhost" >> "$STATE"
+  grep -q "^RABBITMQ2_ADMIN_PASSWORD=" "$STATE" || echo "RABBITMQ2_ADMIN_PASSWORD=$(gen_secret)" >> "$STATE"
   # shellcheck disable=SC1090
   . "$STATE"
 }
@@ -60,8 +65,9 @@ stop_component() {
   local c=$1 p
   if ! is_running "$c"; then rm -f "$RUN/$c.pid"; return; fi
   p=$(pid_of "$c")
-  if [[ "$c" == rabbitmq ]]; then
-    rabbit_env rabbitmqctl -n "$RABBIT_NODE" stop >/dev/null 2>&1 || true
+  if [[ "$c" == rabbitmq || "$c" == rabbitmq2 ]]; then
+    rabbit_vars "$c"
+    rabbit_env_of "$c" rabbitmqctl -n "$R_NODE" stop >/dev/null 2>&1 || true
   fi
   kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
   local deadline=$(( $(date +%s) + 30 ))
@@ -69,7 +75,7 @@ stop_component() {
   kill -KILL -- "-$p" 2>/dev/null || true
   rm -f "$RUN/$c.pid"
   # The node started epmd as a daemon; stop it too unless other nodes use it.
-  if [[ "$c" == rabbitmq ]] && command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q '^name '; then
+  if [[ "$c" == rabbitmq || "$c" == rabbitmq2 ]] && command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q '^name '; then
     epmd -kill >/dev/null 2>&1 || true
   fi
   log "$c: stopped"
@@ -201,32 +207,66 @@ SQL
 
 # ---- RabbitMQ -----------------------------------------------------------
 
+# RabbitMQ servers: `rabbitmq`, and `rabbitmq2` unless DEVENV_RABBITMQ_SERVERS=1.
+# The second is an independent server (its own node name, data dir, ports and
+# admin user), for placement across servers; both are on 127.0.0.1.
+rabbit_components() {
+  case "${DEVENV_RABBITMQ_SERVERS:-2}" in
+    1) echo rabbitmq ;;
+    2) echo rabbitmq rabbitmq2 ;;
+    *) die "DEVENV_RABBITMQ_SERVERS must be 1 or 2, got '${DEVENV_RABBITMQ_SERVERS}'" ;;
+  esac
+}
+
+# rabbit_vars COMPONENT: R_DIR, R_NODE, R_AMQP, R_MGMT, R_DIST, R_PASSWORD of that server.
+rabbit_vars() {
+  R_DIR="$DEVENV_DIR/$1"
+  if [[ "$1" == rabbitmq2 ]]; then
+    R_NODE=$RABBIT2_NODE R_AMQP=$AMQP2_PORT R_MGMT=$RABBIT2_MGMT_PORT R_DIST=$RABBIT2_DIST_PORT
+    R_PASSWORD=$RABBITMQ2_ADMIN_PASSWORD
+  else
+    R_NODE=$RABBIT_NODE R_AMQP=$AMQP_PORT R_MGMT=$RABBIT_MGMT_PORT R_DIST=$RABBIT_DIST_PORT
+    R_PASSWORD=$RABBITMQ_ADMIN_PASSWORD
+  fi
+}
+
 # The Debian wrappers switch to the rabbitmq user with `su`, which keeps
 # these variables, so every rabbitmq command sees this node's files.
-rabbit_env() {
-  local d="$DEVENV_DIR/rabbitmq"
+# rabbit_env_of COMPONENT COMMAND...
+rabbit_env_of() {
+  rabbit_vars "$1"; shift
+  local d=$R_DIR
   (
     export RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log" \
-      RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_CONFIG_FILE="$d/rabbitmq" \
+      RABBITMQ_NODENAME="$R_NODE" RABBITMQ_CONFIG_FILE="$d/rabbitmq" \
       RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
-      RABBITMQ_PID_FILE="$d/rabbit.pid" RABBITMQ_DIST_PORT="$RABBIT_DIST_PORT" \
+      RABBITMQ_PID_FILE="$d/rabbit.pid" RABBITMQ_DIST_PORT="$R_DIST" \
       RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf" ERL_EPMD_ADDRESS=127.0.0.1
     "$@"
   )
 }
 
+rabbit_env() { rabbit_env_of rabbitmq "$@"; }
+
+# rabbit_mgmt_ready [COMPONENT]
 rabbit_mgmt_ready() {
-  curl -sf -u "admin:$RABBITMQ_ADMIN_PASSWORD" "http://127.0.0.1:$RABBIT_MGMT_PORT/api/overview"
+  rabbit_vars "${1:-rabbitmq}"
+  curl -sf -u "admin:$R_PASSWORD" "http://127.0.0.1:$R_MGMT/api/overview"
 }
 
-start_rabbitmq() {
+start_rabbitmq() { start_rabbit_server rabbitmq; }
+start_rabbitmq2() { start_rabbit_server rabbitmq2; }
+
+start_rabbit_server() {
+  local c=$1
   command -v rabbitmq-server >/dev/null || die "rabbitmq-server is not installed (run devenv/install-deps.sh)"
-  local d="$DEVENV_DIR/rabbitmq"
+  rabbit_vars "$c"
+  local d=$R_DIR node=$R_NODE password=$R_PASSWORD
   mkdir -p "$d/mnesia" "$d/log"
   cat > "$d/rabbitmq.conf" <<CONF
-listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+listeners.tcp.default = 127.0.0.1:$R_AMQP
 management.tcp.ip = 127.0.0.1
-management.tcp.port = $RABBIT_MGMT_PORT
+management.tcp.port = $R_MGMT
 loopback_users.guest = true
 # The operator opens and closes many short management sessions in tests.
 collect_statistics_interval = 5000
@@ -242,15 +282,15 @@ SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 ENVCONF
   chown -R rabbitmq:rabbitmq "$d"
-  rabbit_env spawn rabbitmq rabbitmq-server
-  wait_until 90 rabbitmq rabbit_env rabbitmqctl -n "$RABBIT_NODE" await_startup
-  if ! rabbit_mgmt_ready >/dev/null 2>&1; then
-    rabbit_env rabbitmqctl -n "$RABBIT_NODE" add_user admin "$RABBITMQ_ADMIN_PASSWORD" >/dev/null 2>&1 \
-      || rabbit_env rabbitmqctl -n "$RABBIT_NODE" change_password admin "$RABBITMQ_ADMIN_PASSWORD" >/dev/null
-    rabbit_env rabbitmqctl -n "$RABBIT_NODE" set_user_tags admin administrator >/dev/null
-    rabbit_env rabbitmqctl -n "$RABBIT_NODE" set_permissions -p / admin '.*' '.*' '.*' >/dev/null
+  rabbit_env_of "$c" spawn "$c" rabbitmq-server
+  wait_until 90 "$c" rabbit_env_of "$c" rabbitmqctl -n "$node" await_startup
+  if ! rabbit_mgmt_ready "$c" >/dev/null 2>&1; then
+    rabbit_env_of "$c" rabbitmqctl -n "$node" add_user admin "$password" >/dev/null 2>&1 \
+      || rabbit_env_of "$c" rabbitmqctl -n "$node" change_password admin "$password" >/dev/null
+    rabbit_env_of "$c" rabbitmqctl -n "$node" set_user_tags admin administrator >/dev/null
+    rabbit_env_of "$c" rabbitmqctl -n "$node" set_permissions -p / admin '.*' '.*' '.*' >/dev/null
   fi
-  wait_until 60 "rabbitmq management API" rabbit_mgmt_ready
+  wait_until 60 "$c management API" rabbit_mgmt_ready "$c"
 }
 
 # ---- MinIO --------------------------------------------------------------
@@ -281,6 +321,7 @@ export RABBITMQ_AMQP_HOST=127.0.0.1
 export RABBITMQ_AMQP_PORT=$AMQP_PORT
 export RABBITMQ_ADMIN_USER=admin
 export RABBITMQ_ADMIN_PASSWORD='$RABBITMQ_ADMIN_PASSWORD'
+$(rabbit2_env)
 export MINIO_ENDPOINT=http://127.0.0.1:$MINIO_PORT
 export MINIO_ACCESS_KEY=devenvadmin
 export MINIO_SECRET_KEY='$MINIO_SECRET_KEY'
@@ -303,11 +344,43 @@ objectStorage:
   accessKey: devenvadmin
   secretKey: '$MINIO_SECRET_KEY'
 rabbitmq:
-  managementUrl: http://127.0.0.1:$RABBIT_MGMT_PORT
-  amqpHost: 127.0.0.1
-  amqpPort: $AMQP_PORT
-  adminUser: admin
-  adminPassword: '$RABBITMQ_ADMIN_PASSWORD'
+  default: main
+  servers:
+    main:
+      managementUrl: http://127.0.0.1:$RABBIT_MGMT_PORT
+      amqpHost: 127.0.0.1
+      amqpPort: $AMQP_PORT
+      adminUser: admin
+      adminPassword: '$RABBITMQ_ADMIN_PASSWORD'
+$(rabbit2_config)
+CFG
+}
+
+# The second RabbitMQ server in .devenv/env and the operator config, when it runs.
+rabbit2_env() {
+  [[ " $(rabbit_components) " == *" rabbitmq2 "* ]] || return 0
+  cat <<ENV
+export RABBITMQ2_MGMT_URL=http://127.0.0.1:$RABBIT2_MGMT_PORT
+export RABBITMQ2_AMQP_HOST=127.0.0.1
+export RABBITMQ2_AMQP_PORT=$AMQP2_PORT
+export RABBITMQ2_ADMIN_USER=admin
+export RABBITMQ2_ADMIN_PASSWORD='$RABBITMQ2_ADMIN_PASSWORD'
+ENV
+}
+
+rabbit2_config() {
+  [[ " $(rabbit_components) " == *" rabbitmq2 "* ]] || return 0
+  # Weight 0: a Tenant gets here only by naming it (spec.placement.rabbitmq:
+  # second); automatic placement keeps using main, which the demo and the
+  # tests read their vhosts from.
+  cat <<CFG
+    second:
+      managementUrl: http://127.0.0.1:$RABBIT2_MGMT_PORT
+      amqpHost: 127.0.0.1
+      amqpPort: $AMQP2_PORT
+      adminUser: admin
+      adminPassword: '$RABBITMQ2_ADMIN_PASSWORD'
+      weight: 0
 CFG
 }
 

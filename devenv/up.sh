@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Start the local platform on 127.0.0.1: etcd, kube-apiserver,
-# kube-controller-manager, MariaDB, RabbitMQ, MinIO and a node (containerd,
+# kube-controller-manager, MariaDB, two RabbitMQ servers, MinIO and a node (containerd,
 # kubelet, kube-proxy, kube-network-policies, CoreDNS). Idempotent: a
 # component that is already running and healthy is reused.
 #   devenv/up.sh               everything (builds what the cache lacks)
 #   devenv/up.sh mariadb ...   only the named components
 #   DEVENV_NODE=0 devenv/up.sh everything but the node
+#   DEVENV_RABBITMQ_SERVERS=1 devenv/up.sh   one RabbitMQ server instead of two
 . "$(dirname "$0")/lib.sh"
 . "$DEVENV_SRC/procs.sh"
 
@@ -16,9 +17,11 @@ chmod 711 "$DEVENV_DIR"; chmod 700 "$DEVENV_DIR/pki" "$DEVENV_DIR/run"
 load_state
 
 components=("$@")
+rabbit_components >/dev/null   # stops here on a bad DEVENV_RABBITMQ_SERVERS
 NODE_COMPONENTS=(kube-scheduler containerd kubelet kube-proxy netpol coredns)
 if [[ ${#components[@]} -eq 0 ]]; then
-  components=(etcd kube-apiserver kube-controller-manager mariadb rabbitmq minio)
+  # shellcheck disable=SC2207
+  components=(etcd kube-apiserver kube-controller-manager mariadb $(rabbit_components) minio)
   [[ "${DEVENV_NODE:-1}" == 0 ]] || components+=("${NODE_COMPONENTS[@]}")
 fi
 
@@ -32,7 +35,7 @@ fi
 
 for c in "${components[@]}"; do
   case "$c" in
-    etcd|kube-apiserver|kube-controller-manager|mariadb|rabbitmq|minio) ;;
+    etcd|kube-apiserver|kube-controller-manager|mariadb|rabbitmq|rabbitmq2|minio) ;;
     kube-scheduler|containerd|kubelet|kube-proxy|netpol|coredns) ;;
     *) die "unknown component '$c'" ;;
   esac

@@ -4,6 +4,7 @@ from Secrets mounted as env vars instead of living in the file."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,8 @@ class MySQLServer:
     public_host: str = ""
     # Egress the tenants placed here get to it (egress.py); None: none.
     egress: EgressTarget | None = None
+    # Share of new tenants the automatic placement gives this server (placement.py); 0: none.
+    weight: int = 1
 
     @property
     def tenant_host(self) -> str:
@@ -73,6 +76,8 @@ class ObjectStorageConfig:
     secret_key: str = field(default="", repr=False)
     public_endpoint: str = ""       # endpoint given to tenants (defaults to endpoint)
     egress: EgressTarget | None = None   # egress tenants with buckets or backups get to it
+    name: str = "default"           # key in objectStorage.servers; `default` for the single-server form
+    weight: int = 1
 
     @property
     def tenant_endpoint(self) -> str:
@@ -88,6 +93,8 @@ class RabbitMQConfig:
     admin_password: str = field(default="", repr=False)
     public_host: str = ""
     egress: EgressTarget | None = None   # egress tenants with a vhost get to its AMQP port
+    name: str = "default"           # key in rabbitmq.servers; `default` for the single-server form
+    weight: int = 1
 
     @property
     def tenant_host(self) -> str:
@@ -134,6 +141,14 @@ class OperatorConfig:
     tiers: dict = field(default_factory=lambda: merge(DEFAULT_TIERS, {}))
     mysql_servers: dict[str, MySQLServer] = field(default_factory=dict)
     mysql_default: str = ""
+    # Object stores and RabbitMQ servers by name. The single-server forms of the
+    # config give one server named `default`. `object_storage` and `rabbitmq`
+    # are the default servers (`<backend>.default`): where a Tenant provisioned
+    # before placement existed lives.
+    object_storage_servers: dict[str, ObjectStorageConfig] = field(default_factory=dict)
+    object_storage_default: str = ""
+    rabbitmq_servers: dict[str, RabbitMQConfig] = field(default_factory=dict)
+    rabbitmq_default: str = ""
     object_storage: ObjectStorageConfig | None = None
     rabbitmq: RabbitMQConfig | None = None
     # Where the operator itself runs; no Tenant may take this namespace.
@@ -151,11 +166,13 @@ class OperatorConfig:
     def reserved_user_patterns(self) -> tuple[str, ...]:
         """The configured names plus every admin user the operator itself uses."""
         admins = [s.admin_user for s in self.mysql_servers.values()]
-        if self.rabbitmq and self.rabbitmq.admin_user:
+        admins += [s.admin_user for s in self.rabbitmq_servers.values() if s.admin_user]
+        admins += [s.access_key for s in self.object_storage_servers.values() if s.access_key]
+        if self.rabbitmq and self.rabbitmq.admin_user and self.rabbitmq.admin_user not in admins:
             admins.append(self.rabbitmq.admin_user)
-        if self.object_storage and self.object_storage.access_key:
+        if self.object_storage and self.object_storage.access_key and self.object_storage.access_key not in admins:
             admins.append(self.object_storage.access_key)
-        return (*self.reserved_users, *admins)
+        return (*self.reserved_users, *dict.fromkeys(admins))
 
     def mysql_server(self, name: str | None) -> MySQLServer:
         key = name or self.mysql_default
@@ -163,6 +180,67 @@ class OperatorConfig:
             known = ", ".join(sorted(self.mysql_servers)) or "none configured"
             raise ConfigError("mysql.servers", f"no MySQL server named {key!r} (known: {known})")
         return self.mysql_servers[key]
+
+    def rabbitmq_server(self, name: str | None) -> RabbitMQConfig:
+        return _lookup(self.rabbitmq_servers, name or self.rabbitmq_default, "rabbitmq.servers", "RabbitMQ server")
+
+    def object_storage_server(self, name: str | None) -> ObjectStorageConfig:
+        return _lookup(self.object_storage_servers, name or self.object_storage_default, "objectStorage.servers",
+                       "object store")
+
+    def servers(self, backend: str) -> dict:
+        """Servers of a backend by name (`mysql`, `rabbitmq`, `objectStorage`)."""
+        return {"mysql": self.mysql_servers, "rabbitmq": self.rabbitmq_servers,
+                "objectStorage": self.object_storage_servers}[backend]
+
+    def default_server(self, backend: str) -> str:
+        return {"mysql": self.mysql_default, "rabbitmq": self.rabbitmq_default,
+                "objectStorage": self.object_storage_default}[backend]
+
+
+def _lookup(servers: dict, key: str, path: str, what: str):
+    if key not in servers:
+        known = ", ".join(sorted(servers)) or "none configured"
+        raise ConfigError(path, f"no {what} named {key!r} (known: {known})")
+    return servers[key]
+
+
+# Names of rabbitmq/objectStorage servers: they appear in spec.placement (a CRD string of at most 63 chars).
+_SERVER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _weight(raw: dict, path: str) -> int:
+    weight = _int(raw, "weight", 1, path)
+    if weight < 0:
+        raise ConfigError(f"{path}weight", f"must be 0 or more (0: never chosen automatically), got {weight}")
+    return weight
+
+
+def _servers(raw: dict, section: str, parse_one) -> tuple[dict, str]:
+    """`<section>.servers` (name -> server) or the single-server form (the
+    section itself is the server, named `default`), and the default server."""
+    if "servers" not in raw:
+        return {"default": parse_one(raw, f"{section}.", "default")}, "default"
+    servers_raw = raw["servers"]
+    if not isinstance(servers_raw, dict) or not servers_raw:
+        raise ConfigError(f"{section}.servers", "must map server names to their settings")
+    extra = sorted(set(raw) - {"servers", "default"})
+    if extra:
+        raise ConfigError(f"{section}.{extra[0]}", "belongs under a server in "
+                                                   f"{section}.servers.<name> once servers are listed")
+    servers = {}
+    for name, srv in servers_raw.items():
+        path = f"{section}.servers.{name}."
+        if not isinstance(name, str) or not _SERVER_NAME.fullmatch(name):
+            raise ConfigError(f"{section}.servers.{name}", "server names are lowercase letters, digits and '-', "
+                                                            "at most 63 chars")
+        if not isinstance(srv, dict):
+            raise ConfigError(f"{section}.servers.{name}", "must be a mapping of the server's settings")
+        servers[name] = parse_one(srv, path, name)
+    default = raw.get("default") or sorted(servers)[0]
+    if default not in servers:
+        raise ConfigError(f"{section}.default", f"names no server in {section}.servers ({default!r})")
+    return servers, default
 
 
 def _int(raw: dict, key: str, default: int, path: str) -> int:
@@ -268,6 +346,7 @@ def from_dict(raw: dict | None) -> OperatorConfig:
             admin_password=str(srv.get("adminPassword", "")),
             user_host=str(srv.get("userHost", "%")),
             public_host=str(srv.get("publicHost", "")),
+            weight=_weight(srv, path),
         )
         # Tenants (and their backup Jobs) connect to the address their Secret carries.
         servers[name] = replace(server, egress=egress_mod.target(
@@ -282,43 +361,53 @@ def from_dict(raw: dict | None) -> OperatorConfig:
 
     store = raw.get("objectStorage")
     if store:
-        backend = store.get("backend", "minio")
-        if backend not in ("minio", "s3"):
-            raise ConfigError("objectStorage.backend", f"must be minio or s3, got {backend!r}")
-        if backend == "minio" and not store.get("endpoint"):
-            raise ConfigError("objectStorage.endpoint", "is required for the minio backend")
-        cfg_store = ObjectStorageConfig(
-            backend=backend, endpoint=str(store.get("endpoint", "")),
-            region=str(store.get("region", "us-east-1")),
-            access_key=str(store.get("accessKey", "")), secret_key=str(store.get("secretKey", "")),
-            public_endpoint=str(store.get("publicEndpoint", "")),
-        )
-        # No endpoint (backend s3): AWS S3 in the region, over https.
-        key = "publicEndpoint" if cfg_store.public_endpoint else "endpoint"
-        host, port = egress_mod.endpoint_host_port(
-            cfg_store.tenant_endpoint or f"https://s3.{cfg_store.region}.amazonaws.com", f"objectStorage.{key}")
-        kwargs["object_storage"] = replace(cfg_store, egress=egress_mod.target(
-            store, key, host, (port,), "objectStorage.", cluster_domain))
+        servers, default = _servers(store, "objectStorage", functools.partial(_object_store, cluster_domain))
+        kwargs.update(object_storage_servers=servers, object_storage_default=default,
+                      object_storage=servers[default])
 
     rabbit = raw.get("rabbitmq")
     if rabbit:
-        if not rabbit.get("managementUrl"):
-            raise ConfigError("rabbitmq.managementUrl", "is required")
-        cfg_rabbit = RabbitMQConfig(
-            management_url=str(rabbit["managementUrl"]).rstrip("/"),
-            amqp_host=str(rabbit.get("amqpHost", "")), amqp_port=_int(rabbit, "amqpPort", 5672, "rabbitmq."),
-            admin_user=str(rabbit.get("adminUser", "")), admin_password=str(rabbit.get("adminPassword", "")),
-            public_host=str(rabbit.get("publicHost", "")),
-        )
-        # Without an AMQP address tenants are given none, and get no egress to derive from it.
-        if cfg_rabbit.tenant_host or "egress" in rabbit:
-            cfg_rabbit = replace(cfg_rabbit, egress=egress_mod.target(
-                rabbit, "publicHost" if cfg_rabbit.public_host else "amqpHost", cfg_rabbit.tenant_host,
-                (cfg_rabbit.amqp_port,), "rabbitmq.", cluster_domain))
-        kwargs["rabbitmq"] = cfg_rabbit
+        servers, default = _servers(rabbit, "rabbitmq", functools.partial(_rabbitmq, cluster_domain))
+        kwargs.update(rabbitmq_servers=servers, rabbitmq_default=default, rabbitmq=servers[default])
     if raw.get("sharding") is not None:
         kwargs["sharding"] = _sharding(raw["sharding"], kwargs.get("operator_namespace", "tenant-operator"))
     return OperatorConfig(**kwargs)
+
+
+def _object_store(cluster_domain: str, store: dict, path: str, name: str) -> ObjectStorageConfig:
+    backend = store.get("backend", "minio")
+    if backend not in ("minio", "s3"):
+        raise ConfigError(f"{path}backend", f"must be minio or s3, got {backend!r}")
+    if backend == "minio" and not store.get("endpoint"):
+        raise ConfigError(f"{path}endpoint", "is required for the minio backend")
+    cfg_store = ObjectStorageConfig(
+        backend=backend, endpoint=str(store.get("endpoint", "")),
+        region=str(store.get("region", "us-east-1")),
+        access_key=str(store.get("accessKey", "")), secret_key=str(store.get("secretKey", "")),
+        public_endpoint=str(store.get("publicEndpoint", "")), name=name, weight=_weight(store, path),
+    )
+    # No endpoint (backend s3): AWS S3 in the region, over https.
+    key = "publicEndpoint" if cfg_store.public_endpoint else "endpoint"
+    host, port = egress_mod.endpoint_host_port(
+        cfg_store.tenant_endpoint or f"https://s3.{cfg_store.region}.amazonaws.com", f"{path}{key}")
+    return replace(cfg_store, egress=egress_mod.target(store, key, host, (port,), path, cluster_domain))
+
+
+def _rabbitmq(cluster_domain: str, rabbit: dict, path: str, name: str) -> RabbitMQConfig:
+    if not rabbit.get("managementUrl"):
+        raise ConfigError(f"{path}managementUrl", "is required")
+    cfg_rabbit = RabbitMQConfig(
+        management_url=str(rabbit["managementUrl"]).rstrip("/"),
+        amqp_host=str(rabbit.get("amqpHost", "")), amqp_port=_int(rabbit, "amqpPort", 5672, path),
+        admin_user=str(rabbit.get("adminUser", "")), admin_password=str(rabbit.get("adminPassword", "")),
+        public_host=str(rabbit.get("publicHost", "")), name=name, weight=_weight(rabbit, path),
+    )
+    # Without an AMQP address tenants are given none, and get no egress to derive from it.
+    if cfg_rabbit.tenant_host or "egress" in rabbit:
+        cfg_rabbit = replace(cfg_rabbit, egress=egress_mod.target(
+            rabbit, "publicHost" if cfg_rabbit.public_host else "amqpHost", cfg_rabbit.tenant_host,
+            (cfg_rabbit.amqp_port,), path, cluster_domain))
+    return cfg_rabbit
 
 
 def load(path: str | Path) -> OperatorConfig:

@@ -92,6 +92,16 @@ async def _ingress_hosts(body: kopf.Body, labels, **_):
             for rule in (body.get("spec") or {}).get("rules") or [] if rule.get("host")}
 
 
+@kopf.index(GROUP, VERSION, PLURAL, id=runtime.PLACEMENT_INDEX)
+async def _tenant_placement(name, status, **_):
+    """(backend, server) -> the Tenants placed there (status.placement): what the
+    automatic placement counts."""
+    placed = (status or {}).get("placement")
+    if not isinstance(placed, dict):
+        return {}
+    return {(backend, server): name for backend, server in placed.items() if isinstance(server, str)}
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def tenant_changed(name, type, memo: kopf.Memo, **_) -> None:  # noqa: A002 - kopf's keyword
     state: State | None = getattr(memo, "state", None)

@@ -70,7 +70,14 @@ def tenant_for_deletion(body: dict, cfg) -> tuple[spec.Tenant, bool]:
                 else cfg.default_grace_period
         except ValueError:
             grace = cfg.default_grace_period
+        # Where its data is: the servers recorded in status.placement, else the defaults.
+        placed = (body.get("status") or {}).get("placement")
+        placed = placed if isinstance(placed, dict) else {}
+        servers = {b: placed[b] if placed.get(b) in cfg.servers(b) else cfg.default_server(b)
+                   for b in ("mysql", "rabbitmq", "objectStorage")}
         return spec.Tenant(name=name, namespace=naming.namespace(name, cfg.namespace_prefix), tier="standard",
+                           mysql_server=servers["mysql"], rabbitmq_server=servers["rabbitmq"],
+                           object_storage_server=servers["objectStorage"],
                            deletion=spec.Deletion(grace_period=grace, policy=policy),
                            uid=str(body["metadata"].get("uid") or ""),
                            purge_now=spec.flag(annotations, naming.ANNOTATION_PURGE_NOW),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from kubernetes.client.rest import ApiException
 
 from tenant_operator import naming, render, spec, status
+from tenant_operator import placement as placement_mod
 from tenant_operator.components import ComponentResult
 from tenant_operator.config import OperatorConfig
 from tenant_operator.errors import SpecError
@@ -99,6 +100,7 @@ class Reconciler:
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._deleting: set[str] = set()
+        self.placer = placement_mod.Placer()
 
     # --- helpers -------------------------------------------------------------
 
@@ -177,17 +179,20 @@ class Reconciler:
         return write.writes
 
     def reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None = None,
-                  deletion: dict | None = None, claims: dict | None = None) -> ReconcileResult:
+                  deletion: dict | None = None, claims: dict | None = None,
+                  placed: placement_mod.Members | None = None) -> ReconcileResult:
         """`claims`: host -> [(tenant, ingress creationTimestamp)] of the operator's
-        Ingresses routing the Tenant's domains (see runtime.domain_claims)."""
+        Ingresses routing the Tenant's domains (see runtime.domain_claims).
+        `placed`: (backend, server) -> Tenants recorded there (runtime.placement_members)."""
         name = body["metadata"]["name"]
         with self.tenant_lock(name):
             if deletion is None and (name in self._deleting or body["metadata"].get("deletionTimestamp")):
                 return ReconcileResult()   # the deletion lifecycle owns this tenant now
-            return self._reconcile(body, live, model=model, deletion=deletion, claims=claims or {})
+            return self._reconcile(body, live, model=model, deletion=deletion, claims=claims or {}, placed=placed)
 
     def _reconcile(self, body: dict, live: dict[Key, dict], *, model: spec.Tenant | None,
-                   deletion: dict | None, claims: dict | None = None) -> ReconcileResult:
+                   deletion: dict | None, claims: dict | None = None,
+                   placed: placement_mod.Members | None = None) -> ReconcileResult:
         name = body["metadata"]["name"]
         result = ReconcileResult()
         current = body.get("status") or {}
@@ -203,6 +208,13 @@ class Reconciler:
                 result.events.append(("Warning", "InvalidSpec", str(exc)))
             result.phase = "Invalid"
             return result
+        if model is None and deletion is None:
+            settled = self._place(body, live, t, placed)
+            if settled is None:
+                # Where the data goes is not recorded: nothing may be created yet.
+                result.retry_after = CONFLICT_RETRY_SECONDS
+                return result
+            t = settled
 
         desired_objs: list[tuple[str, dict]] = []   # (component, object)
         for obj in self._rendered(t):
@@ -328,6 +340,37 @@ class Reconciler:
             result.retry_after = CONFLICT_RETRY_SECONDS
         return result
 
+    def _place(self, body: dict, live: dict[Key, dict], t: spec.Tenant,
+               placed: placement_mod.Members | None) -> spec.Tenant | None:
+        """Record in status.placement the server of each backend the tenant uses,
+        before any backend is touched (placement.py). The model to go on with,
+        or None when the record could not be written."""
+        current = body.get("status") or {}
+        recorded = current.get("placement") if isinstance(current.get("placement"), dict) else {}
+        uses = {"mysql": bool(t.databases), "rabbitmq": t.messaging is not None,
+                "objectStorage": t.uses_object_storage}
+        used = [b for b in placement_mod.BACKENDS if uses[b] and self.cfg.servers(b)]
+        if all(recorded.get(b) for b in used):
+            return t
+        requested = (body.get("spec") or {}).get("placement") or {}
+        components = {o["metadata"].get("labels", {}).get(naming.LABEL_COMPONENT)
+                      for k, o in live.items() if k[1] == "Secret" and k[2] == t.namespace}
+
+        def choose_for(backend: str) -> str | None:
+            weights = {name: server.weight for name, server in self.cfg.servers(backend).items()}
+            return self.placer.choose(backend, t.name, weights, placed)
+
+        wanted = placement_mod.resolve(used, requested, recorded, placement_mod.provisioned(current, components),
+                                       {b: self.cfg.default_server(b) for b in used}, choose_for)
+        # What a fresh read finds recorded wins over this pass's choice.
+        write = self._write_status(body, lambda cur: {"placement": {**wanted, **(cur.get("placement") or {})}})
+        if write.conflict:
+            return None
+        body["status"] = {**(body.get("status") or {}), "placement": write.desired["placement"]}
+        if write.writes:
+            log.info("tenant %s placed: %s", t.name, write.desired["placement"])
+        return spec.parse(body, self.cfg)
+
     @staticmethod
     def _domains_taken(t: spec.Tenant, live: dict[Key, dict], claims: dict) -> list[str]:
         """Domains of `t` that another Tenant's Ingress routed first (earlier
@@ -412,6 +455,7 @@ class Reconciler:
         self._render_cache.forget(tenant)
         self._failures.pop(tenant, None)
         self._deleting.discard(tenant)
+        self.placer.forget(tenant)
 
     def _apply(self, obj: dict, live: dict[Key, dict]) -> bool:
         desired = obj if ANNOTATION_HASH in obj["metadata"].get("annotations", {}) else with_hash(obj)

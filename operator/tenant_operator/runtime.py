@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import kopf
 
 from tenant_operator import config as config_mod
-from tenant_operator import lifecycle, metrics, render
+from tenant_operator import lifecycle, metrics, placement, render
 from tenant_operator import shards as shards_mod
 from tenant_operator.backends import build_backends
 from tenant_operator.kube import view
@@ -106,6 +106,20 @@ def domain_claims(body: dict, indexes: dict) -> dict[str, list[tuple[str, str]]]
     return {h.lower(): list(index.get(h.lower(), ())) for h in hosts if isinstance(h, str)}
 
 
+PLACEMENT_INDEX = "tenant_placement"
+
+
+def placement_members(body: dict, indexes: dict):
+    """(backend, server) -> the Tenants whose status.placement records that
+    server: what the automatic placement counts (placement.py). A copy taken
+    here, in the event loop that updates the index, for the reconcile thread;
+    only for a Tenant that may need a choice (else None: nothing to count)."""
+    if not placement.may_choose(body):
+        return None
+    snapshot = {key: frozenset(store) for key, store in indexes[PLACEMENT_INDEX].items()}
+    return lambda backend, server: snapshot.get((backend, server), frozenset())
+
+
 async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
     waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(stopped.wait())]
     try:
@@ -164,7 +178,8 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
             started = time.monotonic()
             try:
                 result = await loop.run_in_executor(state.executor, functools.partial(
-                    state.guarded, body, state.reconciler.reconcile, snapshot, live, claims=claims))
+                    state.guarded, body, state.reconciler.reconcile, snapshot, live, claims=claims,
+                    placed=placement_members(snapshot, indexes)))
             except NotOwner:
                 log.info("tenant %s: its shard moved to another replica; pass abandoned", name)
                 quiet_inputs = None

@@ -103,7 +103,11 @@ class Tenant:
     limits: dict[str, dict[str, str]] = field(default_factory=dict)  # effective LimitRange
     pod_security: str = "restricted"
     databases: tuple[str, ...] = ()
-    mysql_server: str = ""                                     # spec.placement.mysql or config default
+    # Servers (config names) the tenant is placed on (placement.py): spec.placement,
+    # else status.placement, else the config's default server.
+    mysql_server: str = ""
+    rabbitmq_server: str = ""
+    object_storage_server: str = ""
     mysql_max_user_connections: int = 20
     object_storage: ObjectStorage | None = None
     messaging: Messaging | None = None
@@ -327,6 +331,30 @@ def _deletion(spec: dict, config: OperatorConfig) -> Deletion:
     return Deletion(grace_period=seconds, policy=policy)
 
 
+_SERVER_KIND = {"mysql": "MySQL server", "rabbitmq": "RabbitMQ server", "objectStorage": "object store"}
+
+
+def _server(placement: dict, recorded: dict, backend: str, used: bool, config: OperatorConfig) -> str:
+    """The server of `backend` (placement.py): spec.placement, else the one
+    recorded in status.placement, else the config's default. Checked only when
+    the tenant uses the backend."""
+    requested = _get(placement, backend, "spec.placement", str, "")
+    kept = recorded.get(backend) if isinstance(recorded.get(backend), str) else ""
+    name = requested or kept or config.default_server(backend)
+    servers = config.servers(backend)
+    if not used or not servers:
+        return name
+    if requested and kept and requested != kept:
+        raise SpecError(f"spec.placement.{backend}", f"names {requested!r}, but the tenant is placed on {kept!r} "
+                                                     f"(status.placement.{backend}); moving between servers is "
+                                                     "not automatic")
+    if name not in servers:
+        path = "status.placement" if kept and not requested else "spec.placement"
+        raise SpecError(f"{path}.{backend}", f"no {_SERVER_KIND[backend]} named {name!r} is configured "
+                                             f"(known: {', '.join(sorted(servers))})")
+    return name
+
+
 def parse(obj: dict, config: OperatorConfig) -> Tenant:
     """Parse a Tenant object (as returned by the API) into the model."""
     meta = obj.get("metadata") or {}
@@ -361,10 +389,9 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
     databases = _names(_get(spec, "databases", "spec", list, []), "spec.databases",
                        naming.SERVICE_NAME, "service name (a-z then a-z/0-9, at most 24 chars)")
     placement = _get(spec, "placement", "spec", dict, {})
-    mysql_server = _get(placement, "mysql", "spec.placement", str, "") or config.mysql_default
-    if databases and config.mysql_servers and mysql_server not in config.mysql_servers:
-        raise SpecError("spec.placement.mysql", f"no MySQL server named {mysql_server!r} is configured "
-                                                f"(known: {', '.join(sorted(config.mysql_servers))})")
+    recorded = (obj.get("status") or {}).get("placement")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    mysql_server = _server(placement, recorded, "mysql", bool(databases), config)
 
     messaging_raw = _get(spec, "messaging", "spec", dict)
     messaging = None
@@ -380,6 +407,12 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
     display = _get(spec, "displayName", "spec", str, "")
     if len(display) > 128:
         raise SpecError("spec.displayName", "must be at most 128 characters")
+
+    object_storage = _object_storage(spec, tier)
+    backup = _backup(spec)
+    rabbitmq_server = _server(placement, recorded, "rabbitmq", messaging is not None, config)
+    object_storage_server = _server(placement, recorded, "objectStorage", object_storage is not None or (
+        bool(databases) and backup.enabled), config)
 
     namespace = naming.namespace(name, config.namespace_prefix)
     pattern = ownership.reserved(namespace, config.reserved_namespace_patterns())
@@ -410,14 +443,16 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
         pod_security=pod_security,
         databases=databases,
         mysql_server=mysql_server,
+        rabbitmq_server=rabbitmq_server,
+        object_storage_server=object_storage_server,
         mysql_max_user_connections=int(tier["mysql"]["maxUserConnections"]),
-        object_storage=_object_storage(spec, tier),
+        object_storage=object_storage,
         messaging=messaging,
         rabbitmq_max_connections=int(tier["rabbitmq"]["maxConnections"]),
         rabbitmq_max_queues=int(tier["rabbitmq"]["maxQueues"]),
         ingress=_ingress(spec, domains, config.policy),
         admins=_admins(spec, config.policy),
-        backup=_backup(spec),
+        backup=backup,
         suspended=_get(spec, "suspended", "spec", bool, False),
         deletion=_deletion(spec, config),
         generation=int(meta.get("generation") or 0),

@@ -422,7 +422,7 @@ def reconciler_with_crashing_broker(tmp_path_factory, monkeypatch):
     cfg = config.load(operator_config(tmp_path_factory))
     kube = Kube.from_environment(cfg.field_manager)
     backends = build_backends(cfg, kube)
-    broker = next(b for b in backends if b.component == "rabbitmq").client
+    broker = next(b for b in backends if b.component == "rabbitmq").client_on(cfg.rabbitmq_default)
 
     def crash(*_args, **_kwargs):
         raise RuntimeError("unexpected reply from the broker")
@@ -447,6 +447,9 @@ def test_a_crashing_backend_leaves_the_namespace_isolated_and_every_secret_true(
     ns = f"tenant-{name}"
     body = tenant_body(name, databases=["auth"], messaging={"queues": ["orders"]})
     body["metadata"].update(uid=str(uuid.uuid4()), generation=1)
+    # Placed already: with no Tenant object, recording a placement would fail before any backend is reached.
+    body["status"] = {"placement": {"mysql": cfg.mysql_default, "rabbitmq": cfg.rabbitmq_default,
+                                    "objectStorage": cfg.object_storage_default}}
     try:
         _reconcile_without_tenant(rec, body)
         # Isolation is in place although a backend crashed in the same pass.

@@ -213,3 +213,70 @@ def test_s3_backend_needs_no_endpoint():
 def test_archive_retention_defaults_to_seven_years():
     assert config.from_dict({}).archive_retention_days == 2555
     assert config.from_dict({"archiveRetentionDays": 30}).archive_retention_days == 30
+
+
+# --- several RabbitMQ servers and object stores ---------------------------------------------------
+
+RABBITS = {"a": {"managementUrl": "http://rabbit-a:15672/", "amqpHost": "rabbit-a", "adminUser": "ops-a"},
+           "b": {"managementUrl": "http://rabbit-b:15672", "amqpHost": "rabbit-b", "amqpPort": 5673,
+                 "adminUser": "ops-b", "weight": 2}}
+STORES = {"s1": {"endpoint": "http://minio-1:9000", "accessKey": "root1"},
+          "s2": {"backend": "s3", "region": "eu-west-1", "weight": 0}}
+
+
+def test_single_server_forms_are_one_server_named_default():
+    cfg = config.from_dict({"rabbitmq": {"managementUrl": "http://rabbit:15672", "amqpHost": "rabbit"},
+                            "objectStorage": {"endpoint": "http://minio:9000"}})
+    assert list(cfg.rabbitmq_servers) == ["default"] and cfg.rabbitmq_default == "default"
+    assert list(cfg.object_storage_servers) == ["default"] and cfg.object_storage_default == "default"
+    assert cfg.rabbitmq is cfg.rabbitmq_servers["default"] and cfg.rabbitmq.weight == 1
+    assert cfg.object_storage is cfg.object_storage_servers["default"]
+    assert cfg.rabbitmq_server(None).amqp_host == "rabbit"
+
+
+def test_rabbitmq_and_object_storage_servers():
+    cfg = config.from_dict({"rabbitmq": {"servers": RABBITS, "default": "b"}, "objectStorage": {"servers": STORES}})
+    assert cfg.rabbitmq_default == "b" and cfg.rabbitmq is cfg.rabbitmq_servers["b"]
+    a, b = cfg.rabbitmq_server("a"), cfg.rabbitmq_server("b")
+    assert (a.name, a.management_url, a.amqp_port, a.weight) == ("a", "http://rabbit-a:15672", 5672, 1)
+    assert (b.name, b.amqp_port, b.weight) == ("b", 5673, 2)
+    assert cfg.object_storage_default == "s1"                # first by name
+    assert cfg.object_storage_server("s2").region == "eu-west-1" and cfg.object_storage_server("s2").weight == 0
+    # Every server's admin is reserved.
+    assert {"ops-a", "ops-b", "root1"} <= set(cfg.reserved_user_patterns())
+
+
+def test_mysql_server_weight():
+    cfg = config.from_dict({"mysql": {"servers": {"m": {"host": "db", "weight": 4}, "n": {"host": "db2"}}}})
+    assert cfg.mysql_servers["m"].weight == 4 and cfg.mysql_servers["n"].weight == 1
+
+
+@pytest.mark.parametrize(("raw", "key"), [
+    ({"rabbitmq": {"servers": {"a": {"amqpHost": "x"}}}}, "rabbitmq.servers.a.managementUrl"),
+    ({"rabbitmq": {"servers": {"a": {**RABBITS["a"], "weight": -1}}}}, "rabbitmq.servers.a.weight"),
+    ({"rabbitmq": {"servers": {"a": {**RABBITS["a"], "weight": "heavy"}}}}, "rabbitmq.servers.a.weight"),
+    ({"rabbitmq": {"servers": {"a": {**RABBITS["a"], "amqpPort": "x"}}}}, "rabbitmq.servers.a.amqpPort"),
+    ({"rabbitmq": {"servers": RABBITS, "default": "c"}}, "rabbitmq.default"),
+    ({"rabbitmq": {"servers": RABBITS, "managementUrl": "http://x"}}, "rabbitmq.managementUrl"),
+    ({"rabbitmq": {"servers": {"Bad_Name": RABBITS["a"]}}}, "rabbitmq.servers.Bad_Name"),
+    ({"rabbitmq": {"servers": {"a": "http://x"}}}, "rabbitmq.servers.a"),
+    ({"rabbitmq": {"servers": {}}}, "rabbitmq.servers"),
+    ({"objectStorage": {"servers": {"s": {"backend": "gcs"}}}}, "objectStorage.servers.s.backend"),
+    ({"objectStorage": {"servers": {"s": {"backend": "minio"}}}}, "objectStorage.servers.s.endpoint"),
+    ({"objectStorage": {"servers": STORES, "default": "s3"}}, "objectStorage.default"),
+    ({"mysql": {"servers": {"m": {"host": "db", "weight": -2}}}}, "mysql.servers.m.weight"),
+    ({"rabbitmq": {"managementUrl": "http://x", "weight": -1}}, "rabbitmq.weight"),
+])
+def test_bad_server_settings_name_the_field(raw, key):
+    with pytest.raises(ConfigError) as info:
+        config.from_dict(raw)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"config {key}:")
+
+
+def test_server_lookup_of_an_unknown_name():
+    cfg = config.from_dict({"rabbitmq": {"servers": RABBITS}})
+    with pytest.raises(ConfigError, match=r"rabbitmq.servers.*'c'.*a, b"):
+        cfg.rabbitmq_server("c")
+    with pytest.raises(ConfigError, match=r"objectStorage.servers.*none configured"):
+        cfg.object_storage_server("x")

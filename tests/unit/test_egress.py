@@ -298,3 +298,42 @@ def test_reconciler_applies_then_prunes_the_policy():
     assert ("delete", "NetworkPolicy", POLICY) in kube.writes
     assert key not in kube.objects
     assert ("networking.k8s.io/v1", "NetworkPolicy", "tenant-acme", "default-deny-all") in kube.objects
+
+
+# --- several RabbitMQ servers and object stores: only the placed ones -------------------------------
+
+SEVERAL = {"mysql": MYSQL,
+           "objectStorage": {"servers": {"one": {"endpoint": "http://10.3.0.1:9000"},
+                                         "two": {"endpoint": "http://10.3.0.2:9002"}}},
+           "rabbitmq": {"servers": {"a": {"managementUrl": "http://10.2.0.1:15672", "amqpHost": "10.2.0.1"},
+                                    "b": {"managementUrl": "http://10.2.0.2:15672", "amqpHost": "10.2.0.2",
+                                          "amqpPort": 5673}}}}
+
+
+def _policy_for(cfg, placed: dict, recorded: dict | None = None) -> str:
+    from tenant_operator import spec as spec_mod
+
+    from .samples import PREMIUM
+    obj = {**PREMIUM, "spec": {**PREMIUM["spec"], "placement": placed}}
+    if recorded is not None:
+        obj["status"] = {"placement": recorded}
+    t = spec_mod.parse(obj, cfg)
+    return repr({p["metadata"]["name"]: p for p in render.network_policies(t, cfg)}[POLICY])
+
+
+def test_tenant_gets_egress_only_to_its_placed_rabbitmq_and_object_store():
+    cfg = config.from_dict(SEVERAL)
+    on_b = _policy_for(cfg, {"rabbitmq": "b", "objectStorage": "two"})
+    assert "10.2.0.2/32" in on_b and "5673" in on_b and "10.3.0.2/32" in on_b and "9002" in on_b
+    assert "10.2.0.1/32" not in on_b and "10.3.0.1/32" not in on_b
+    # The defaults (first by name) without any placement.
+    default = _policy_for(cfg, {})
+    assert "10.2.0.1/32" in default and "10.3.0.1/32" in default
+    assert "10.2.0.2" not in default and "10.3.0.2" not in default
+
+
+def test_egress_follows_the_recorded_placement():
+    cfg = config.from_dict(SEVERAL)
+    recorded = _policy_for(cfg, {}, {"rabbitmq": "b", "objectStorage": "two", "mysql": "b"})
+    assert "10.2.0.2/32" in recorded and "10.3.0.2/32" in recorded and "db-b" in recorded
+    assert "10.2.0.1/32" not in recorded and "10.3.0.1/32" not in recorded and "10.1.0.5" not in recorded

@@ -20,6 +20,7 @@ def test_every_handler_is_async():
     # of owned objects that is a thread hop per event, and wake() would set
     # asyncio events from a foreign thread. Blocking work goes to State.executor.
     found = {h.id: inspect.iscoroutinefunction(h.fn) for h in _registered()}
-    assert {"tenant_changed", "reconcile", "delete", "owned_secrets", "wake_secrets", "ingress_hosts"} <= set(found)
-    assert len(found) == 2 * len(OWNED) + 4
+    assert {"tenant_changed", "reconcile", "delete", "owned_secrets", "wake_secrets", "ingress_hosts",
+            "tenant_placement"} <= set(found)
+    assert len(found) == 2 * len(OWNED) + 5
     assert [h for h, is_async in found.items() if not is_async] == []

@@ -206,8 +206,8 @@ ARCHIVED_BY_U0 = {"tenancy.dev/tenant-uid": "u0", "tenancy.dev/state": "archived
 ])
 def test_backups_bucket_of_a_recreated_tenant(uid, existing, expected):
     from tenant_operator.backends.objectstore.component import ObjectStorageComponent
-    component = ObjectStorageComponent(CFG, None)
-    component._store = TagStore(existing)
+    component = ObjectStorageComponent(config.from_dict({"objectStorage": {"endpoint": "http://minio:9000"}}), None)
+    component._stores["default"] = TagStore(existing)
     t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid=uid)
     assert component.backups_bucket(t) == expected
 

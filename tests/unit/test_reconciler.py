@@ -205,12 +205,13 @@ def test_a_pass_with_a_stale_view_recomputes_status_against_the_newer_tenant(wor
     stale["metadata"]["resourceVersion"] = kube.tenant_rv
     rec.reconcile(copy.deepcopy(stale), {})
     ready = copy.deepcopy(kube.status)
-    assert ready["phase"] == "Ready" and kube.tenant_rv == "2"
+    # Two writes: status.placement (before any backend is touched), then the report.
+    assert ready["phase"] == "Ready" and ready["placement"] == {"mysql": "main"} and kube.tenant_rv == "3"
     kube.writes.clear()
     # A lagging watch hands the next pass the Tenant as it was before its status was written.
     again = rec.reconcile(copy.deepcopy(stale), dict(kube.objects))
     assert kube.writes == [("status", "Tenant", "acme")]     # the refused conditional write, nothing after
-    assert kube.status == ready and kube.tenant_rv == "2"
+    assert kube.status == ready and kube.tenant_rv == "3"
     assert again.writes == 0 and again.phase == "Ready"
     assert not [e for e in again.events if e[1] == "Ready"]   # no second "became Ready" event
 

@@ -188,7 +188,7 @@ class BackupComponent(Component):
             return self._result(Condition(ctype, True, "NotRequested", "no databases in spec"))
         if not t.backup.enabled:
             return self._result(Condition(ctype, True, "Disabled", "spec.backup.enabled is false"))
-        if self.cfg.object_storage is None:
+        if not self.cfg.object_storage_servers:
             return self._result(Condition(ctype, False, "NotConfigured",
                                           "backups need object storage, which the operator config lacks"))
 
@@ -283,11 +283,12 @@ class BackupComponent(Component):
                 raise exc from None
 
     def _store(self, t: Tenant, env: dict[str, str]):
-        """The backups bucket with the backup Jobs' keys, else (disabled user) the admin's."""
+        """The backups bucket with the backup Jobs' keys, else (disabled user) the admin's.
+        The backups bucket is on the object store the tenant is placed on."""
         from tenant_operator import backup
         from tenant_operator.backup.store import BackupStore, S3Settings
         s3 = S3Settings.from_env(env)
-        cfg = self.cfg.object_storage
+        cfg = self.cfg.object_storage_servers.get(t.object_storage_server or self.cfg.object_storage_default)
         if cfg is not None and cfg.endpoint:
             s3 = S3Settings(cfg.endpoint, cfg.region or s3.region, s3.bucket, s3.access_key, s3.secret_key)
         store = BackupStore(s3)

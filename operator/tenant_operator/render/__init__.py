@@ -75,17 +75,17 @@ def namespace(t: Tenant, cfg: OperatorConfig) -> list[dict]:
 
 def backend_egress(t: Tenant, cfg: OperatorConfig) -> list[EgressTarget]:
     """Egress to the backends the tenant's Secrets point at, as the config load
-    derived it (config.py, egress.py): the MySQL server the tenant is placed on
-    when it has databases (no other server), the object storage when it has
-    buckets or backups, RabbitMQ when it has a vhost. Its pods and its backup
+    derived it (config.py, egress.py), of the servers the tenant is placed on
+    (no other server): MySQL when it has databases, the object store when it
+    has buckets or backups, RabbitMQ when it has a vhost. Its pods and its backup
     Jobs connect there; nothing else in a tenant namespace reaches a backend."""
     targets: list[EgressTarget | None] = []
     if t.databases and t.mysql_server in cfg.mysql_servers:
         targets.append(cfg.mysql_servers[t.mysql_server].egress)
-    if t.uses_object_storage and cfg.object_storage is not None:
-        targets.append(cfg.object_storage.egress)
-    if t.messaging is not None and cfg.rabbitmq is not None:
-        targets.append(cfg.rabbitmq.egress)
+    if t.uses_object_storage and t.object_storage_server in cfg.object_storage_servers:
+        targets.append(cfg.object_storage_servers[t.object_storage_server].egress)
+    if t.messaging is not None and t.rabbitmq_server in cfg.rabbitmq_servers:
+        targets.append(cfg.rabbitmq_servers[t.rabbitmq_server].egress)
     out: list[EgressTarget] = []
     for target in targets:
         # Two backends behind the same peer and ports need one rule, whatever they were derived from.

@@ -25,23 +25,29 @@ class ObjectStorageComponent(BackendComponent):
 
     def __init__(self, cfg, kube):
         super().__init__(cfg, kube)
-        self._store = None
-        self._listing = None
+        self._stores: dict[str, object] = {}       # server name -> store
+        self._listings: dict[str, object] = {}
 
-    @property
-    def store(self):
+    def store_on(self, server: str):
+        """The client of the object store named `server` ("": the default one)."""
         from tenant_operator.backends.objectstore.client import BucketListing, make_objectstore
+        if not self.cfg.object_storage_servers:
+            raise ConfigError("objectStorage", "the tenant asks for buckets but no object storage is configured")
+        cfg = self.cfg.object_storage_server(server)
         with self._lock:
-            if self._store is None:
-                if self.cfg.object_storage is None:
-                    raise ConfigError("objectStorage", "the tenant asks for buckets but no object storage "
-                                                       "is configured")
-                self._store = make_objectstore(self.cfg.object_storage)
-                self._listing = BucketListing(self._store)
-            return self._store
+            if cfg.name not in self._stores:
+                self._stores[cfg.name] = make_objectstore(cfg)
+            if cfg.name not in self._listings:
+                self._listings[cfg.name] = BucketListing(self._stores[cfg.name])
+            return self._stores[cfg.name]
+
+    def store(self, t: Tenant):
+        """The tenant's object store: the one it is placed on."""
+        return self.store_on(t.object_storage_server)
 
     def probe(self) -> None:
-        self.store.ping()
+        for name in sorted(self.cfg.object_storage_servers):
+            self.store_on(name).ping()
 
     def expected_secrets(self, t: Tenant) -> list[str]:
         return [naming.OBJECTSTORE_SECRET, naming.BACKUP_SECRET]
@@ -53,7 +59,7 @@ class ObjectStorageComponent(BackendComponent):
         """The buckets among `names` whose tags record this Tenant's UID, with their tags."""
         out = {}
         for name in names:
-            tags = self.store.bucket_tags(name)
+            tags = self.store(t).bucket_tags(name)
             if tags and tags.get(ownership.TAG_UID) == t.uid:
                 out[name] = tags
         return out
@@ -61,7 +67,7 @@ class ObjectStorageComponent(BackendComponent):
     def owned_buckets(self, t: Tenant) -> dict[str, dict[str, str]]:
         """Buckets tagged with this Tenant's UID, listed afresh (purge, retained data).
         Every derived bucket name, shortened or not, starts with `<tenant>-`."""
-        return self._tagged(t, self.store.list_buckets(f"{t.name}-")) if t.uid else {}
+        return self._tagged(t, self.store(t).list_buckets(f"{t.name}-")) if t.uid else {}
 
     def backups_bucket(self, t: Tenant) -> str:
         """`<tenant>-backups`, unless a purged predecessor of the same name left its
@@ -71,9 +77,9 @@ class ObjectStorageComponent(BackendComponent):
         own, plain = naming.backups_bucket(t.name, t.uid), naming.backups_bucket(t.name)
         if not t.uid:
             return plain
-        if (self.store.bucket_tags(own) or {}).get(ownership.TAG_UID) == t.uid:
+        if (self.store(t).bucket_tags(own) or {}).get(ownership.TAG_UID) == t.uid:
             return own
-        tags = self.store.bucket_tags(plain) or {}
+        tags = self.store(t).bucket_tags(plain) or {}
         if tags.get(ownership.TAG_STATE) == ownership.ARCHIVED and tags.get(ownership.TAG_UID) != t.uid:
             return own
         return plain
@@ -83,7 +89,7 @@ class ObjectStorageComponent(BackendComponent):
 
     def _claim(self, t: Tenant, bucket: str, create) -> list[str]:
         """Make sure `bucket` is this Tenant's (tags), creating it if nobody has it."""
-        tags = self.store.bucket_tags(bucket)
+        tags = self.store(t).bucket_tags(bucket)
         decision = ownership.claim_decision(
             (tags or {}).get(ownership.TAG_UID, ""), (tags or {}).get(ownership.TAG_TENANT, ""),
             (tags or {}).get(ownership.TAG_STATE, ""), uid=t.uid, tenant=t.name, exists=tags is not None,
@@ -96,7 +102,7 @@ class ObjectStorageComponent(BackendComponent):
                   ownership.TAG_STATE: ownership.ACTIVE}
         wanted.pop(ownership.TAG_PURGE_AFTER, None)
         if wanted != tags:
-            self.store.set_bucket_tags(bucket, wanted)
+            self.store(t).set_bucket_tags(bucket, wanted)
             if decision != "create":
                 changes.append({"adopt-retained": "adopted retained bucket",
                                 "adopt-unmarked": "adopted unmarked bucket",
@@ -105,7 +111,7 @@ class ObjectStorageComponent(BackendComponent):
 
     def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
                  current_status: dict | None = None) -> ComponentResult:
-        store = self.store
+        store = self.store(t)
         spec_buckets = t.object_storage.buckets if t.object_storage else ()
         quota_gib = t.object_storage.quota_gib if t.object_storage else 0
         quota = quota_gib * 2**30 if (quota_gib and store.supports_quota) else None
@@ -120,7 +126,7 @@ class ObjectStorageComponent(BackendComponent):
         changes.extend(f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
             backups, self.cfg.backups_bucket_retention_days))
 
-        listing = self._listing
+        listing = self._listings[self.cfg.object_storage_server(t.object_storage_server).name]
         listing.add([*buckets.values(), backups])
         events, kept, pending = [], [], []
         now = datetime.now(UTC)
@@ -158,7 +164,7 @@ class ObjectStorageComponent(BackendComponent):
 
         name = naming.OBJECTSTORE_SECRET
         all_buckets = [*buckets.values(), backups]
-        cfg = self.cfg.object_storage
+        cfg = self.cfg.object_storage_server(t.object_storage_server)
         location = {"S3_ENDPOINT": cfg.tenant_endpoint, "S3_REGION": cfg.region, "S3_BACKUPS_BUCKET": backups}
         # The application's key reads its backups but cannot write or delete one;
         # only the backup Jobs' key (a Secret of its own) writes them.
@@ -196,8 +202,8 @@ class ObjectStorageComponent(BackendComponent):
         if data.get("AWS_ACCESS_KEY_ID") and data.get("AWS_SECRET_ACCESS_KEY"):
             current = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
         if rotate and current is not None:
-            current = self.store.rotate(user, current)
-        creds, user_changes = self.store.ensure_user(user, policy, buckets, enabled=not t.suspended,
+            current = self.store(t).rotate(user, current)
+        creds, user_changes = self.store(t).ensure_user(user, policy, buckets, enabled=not t.suspended,
                                                      current=current, owner_uid=t.uid, adopt=t.adopt_existing,
                                                      **access)
         changes.extend(user_changes)
@@ -208,7 +214,7 @@ class ObjectStorageComponent(BackendComponent):
         under archive/<bucket>/; never raises. Objects already archived by an
         earlier attempt are not copied again."""
         at = now_iso()
-        if self.cfg.object_storage is None or not t.uid:
+        if not self.cfg.object_storage_servers or not t.uid:
             return {"at": at, "objects": []}
         try:
             owned = self.owned_buckets(t)
@@ -217,7 +223,7 @@ class ObjectStorageComponent(BackendComponent):
             for bucket in sorted(b for b in owned if not self._is_backups(t, b)):
                 if not backups:
                     return {"at": at, "objects": [], "error": f"no backups bucket to archive {bucket} into"}
-                copied, size = self.store.archive_bucket(bucket, backups, f"{naming.ARCHIVE_PREFIX}{bucket}/")
+                copied, size = self.store(t).archive_bucket(bucket, backups, f"{naming.ARCHIVE_PREFIX}{bucket}/")
                 objects.append(f"s3://{backups}/{naming.ARCHIVE_PREFIX}{bucket}/ ({copied} object(s), {size} bytes "
                                "copied by this attempt)")
             return {"at": at, "objects": objects}
@@ -229,35 +235,35 @@ class ObjectStorageComponent(BackendComponent):
                 ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name)))
 
     def inventory(self, t: Tenant) -> list[str]:
-        if self.cfg.object_storage is None or not t.uid:
+        if not self.cfg.object_storage_servers or not t.uid:
             return []
         found = [f"bucket {b}" for b in self.owned_buckets(t)]
         for what, user, policy in self._users(t):
-            exists, marker = self.store.user_owner(user, policy)
+            exists, marker = self.store(t).user_owner(user, policy)
             if exists and marker == ownership.uid_hex(t.uid):
                 found.append(f"{what} {user}")
         return found
 
     def revoke(self, t: Tenant) -> str:
-        if self.cfg.object_storage is None:
+        if not self.cfg.object_storage_servers:
             return ""
         done = []
         for what, user, policy in self._users(t):
-            exists, marker = self.store.user_owner(user, policy)
+            exists, marker = self.store(t).user_owner(user, policy)
             if not exists:
                 continue
             if not t.uid or marker != ownership.uid_hex(t.uid):
                 done.append(f"{what} {user} is not this Tenant's; left alone")
-            elif self.store.delete_user(user, policy):
+            elif self.store(t).delete_user(user, policy):
                 done.append(f"deleted {what} {user}")
         return "; ".join(done)
 
     def purge(self, t: Tenant) -> str:
         """Every bucket tagged with the UID goes, but the backups bucket: it stays as
         the tenant's archive, everything in it expiring archiveRetentionDays after it was written."""
-        if self.cfg.object_storage is None:
+        if not self.cfg.object_storage_servers:
             return ""
-        store = self.store
+        store = self.store(t)
         owned = self.owned_buckets(t)
         gone = [b for b in owned if not self._is_backups(t, b) and store.delete_bucket(b, purge=True)]
         done = [f"deleted buckets {', '.join(gone)}"] if gone else []
@@ -274,10 +280,10 @@ class ObjectStorageComponent(BackendComponent):
 
     def retain(self, t: Tenant) -> list[str]:
         """Policy Retain: mark the buckets kept for a later Tenant of the same name."""
-        if self.cfg.object_storage is None:
+        if not self.cfg.object_storage_servers:
             return []
         kept = []
         for bucket, tags in self.owned_buckets(t).items():
-            self.store.set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.RETAINED})
+            self.store(t).set_bucket_tags(bucket, {**tags, ownership.TAG_STATE: ownership.RETAINED})
             kept.append(f"bucket {bucket}")
         return kept

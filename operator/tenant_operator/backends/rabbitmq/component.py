@@ -36,22 +36,28 @@ class RabbitMQComponent(BackendComponent):
 
     def __init__(self, cfg, kube):
         super().__init__(cfg, kube)
-        self._client = None
+        self._clients: dict[str, object] = {}      # server name -> client
 
-    @property
-    def client(self):
+    def client_on(self, server: str):
+        """The client of the RabbitMQ server named `server` ("": the default one)."""
         from tenant_operator.backends.rabbitmq.client import RabbitMQBackend
+        if not self.cfg.rabbitmq_servers:
+            raise ConfigError("rabbitmq", "the tenant asks for messaging but no RabbitMQ is configured")
+        cfg = self.cfg.rabbitmq_server(server)
         with self._lock:
-            if self._client is None:
-                if self.cfg.rabbitmq is None:
-                    raise ConfigError("rabbitmq", "the tenant asks for messaging but no RabbitMQ is configured")
+            if cfg.name not in self._clients:
                 # Creating a vhost starts its message stores; on a broker holding
                 # hundreds of vhosts that takes longer than a short HTTP timeout.
-                self._client = RabbitMQBackend(self.cfg.rabbitmq, timeout=30.0)
-            return self._client
+                self._clients[cfg.name] = RabbitMQBackend(cfg, timeout=30.0)
+            return self._clients[cfg.name]
+
+    def client(self, t: Tenant):
+        """The client of the server the tenant is placed on."""
+        return self.client_on(t.rabbitmq_server)
 
     def probe(self) -> None:
-        self.client.ping()
+        for name in sorted(self.cfg.rabbitmq_servers):
+            self.client_on(name).ping()
 
     def expected_secrets(self, t: Tenant) -> list[str]:
         return [naming.RABBITMQ_SECRET]
@@ -69,7 +75,7 @@ class RabbitMQComponent(BackendComponent):
     def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
                  current_status: dict | None = None) -> ComponentResult:
         from tenant_operator.backends.rabbitmq.client import amqp_url
-        client, cfg = self.client, self.cfg.rabbitmq
+        client, cfg = self.client(t), self.cfg.rabbitmq_server(t.rabbitmq_server)
         vhost, user = naming.vhost(t.name), naming.rabbitmq_user(t.name)
         # Both checked before either is touched: a user or vhost of another system is never taken over.
         self._check(t, "vhost", vhost, client.vhost_marker(vhost))
@@ -121,9 +127,9 @@ class RabbitMQComponent(BackendComponent):
                                status={"pendingRemovals": {"queues": pending}} if pending else {})
 
     def inventory(self, t: Tenant) -> list[str]:
-        if self.cfg.rabbitmq is None or not t.uid:
+        if not self.cfg.rabbitmq_servers or not t.uid:
             return []
-        client = self.client
+        client = self.client(t)
         return [f"RabbitMQ {what} {name}" for what, name, marker in (
             ("vhost", naming.vhost(t.name), client.vhost_marker), ("user", naming.rabbitmq_user(t.name),
                                                                    client.user_marker))
@@ -131,7 +137,7 @@ class RabbitMQComponent(BackendComponent):
 
     def _delete_marked(self, t: Tenant, what: str, name: str, marker, delete) -> str:
         """Delete `name` only if its marker records this Tenant's UID."""
-        if self.cfg.rabbitmq is None:
+        if not self.cfg.rabbitmq_servers:
             return ""
         exists, uid, _retained = marker(name)
         if uid != t.uid or not t.uid:
@@ -140,19 +146,19 @@ class RabbitMQComponent(BackendComponent):
 
     def revoke(self, t: Tenant) -> str:
         return self._delete_marked(t, "RabbitMQ user", naming.rabbitmq_user(t.name),
-                                   lambda n: self.client.user_marker(n), lambda n: self.client.delete_user(n))
+                                   lambda n: self.client(t).user_marker(n), lambda n: self.client(t).delete_user(n))
 
     def purge(self, t: Tenant) -> str:
         return self._delete_marked(t, "vhost", naming.vhost(t.name),
-                                   lambda n: self.client.vhost_marker(n), lambda n: self.client.delete_vhost(n))
+                                   lambda n: self.client(t).vhost_marker(n), lambda n: self.client(t).delete_vhost(n))
 
     def retain(self, t: Tenant) -> list[str]:
         """Policy Retain: mark the vhost kept for a later Tenant of the same name."""
-        if self.cfg.rabbitmq is None:
+        if not self.cfg.rabbitmq_servers:
             return []
         vhost = naming.vhost(t.name)
-        _exists, uid, _retained = self.client.vhost_marker(vhost)
+        _exists, uid, _retained = self.client(t).vhost_marker(vhost)
         if uid != t.uid or not t.uid:
             return []
-        self.client.mark_vhost(vhost, t.uid, retained=True)
+        self.client(t).mark_vhost(vhost, t.uid, retained=True)
         return [f"vhost {vhost}"]
