@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import kopf
+from kubernetes.client.rest import ApiException
 
 from tenant_operator import config as config_mod
 from tenant_operator import lifecycle, metrics, placement, render
@@ -129,6 +130,10 @@ async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: flo
             w.cancel()
 
 
+def tenant_gone(state: State, name: str) -> bool:
+    return state.kube.get("Tenant", name) is None
+
+
 def changed_inputs(before: tuple, after: tuple) -> list[str]:
     """Which inputs differ between two fingerprints (for the debug log)."""
     out = ["tenant"] if before[0] != after[0] else []
@@ -185,6 +190,14 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
                 quiet_inputs = None
                 continue
             except Exception as exc:  # noqa: BLE001 - keep the loop alive, back off
+                if isinstance(exc, ApiException) and exc.status == 404 \
+                        and await loop.run_in_executor(state.executor, tenant_gone, state, name):
+                    # Deleted before kopf could add its finalizer (no deletion handler runs):
+                    # what this pass created stays, marked with the Tenant's UID, for a person to remove.
+                    log.warning("tenant %s was deleted while it was reconciled, before it had a finalizer; "
+                                "its objects and backend resources carry UID %s and are left in place", name,
+                                body.get("metadata", {}).get("uid"))
+                    return
                 # One line with the cause (an API server outage fails every tenant at once);
                 # the traceback only at debug level.
                 log.error("reconcile of tenant %s failed: %s: %s", name, type(exc).__name__, str(exc)[:300])

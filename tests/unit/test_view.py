@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tenant_operator.kube.diff import needs_apply, with_hash
+from tenant_operator.kube.diff import FIELDS_HASH, fields_hash, needs_apply, with_hash
 from tenant_operator.kube.view import compact, managed_fields, project
 
 ME = "tenant-operator"
@@ -33,19 +33,39 @@ def _cronjob(manager: str = ME) -> dict:
     }
 
 
+OUR_SPEC = {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+    "containers": [{"name": "dump", "image": "img:1"}]}}}}}
+
+
 def test_projection_keeps_only_our_fields_and_list_items_by_key():
-    view = compact(_cronjob(), ME)
-    assert view["spec"] == {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": {"spec": {
-        "containers": [{"name": "dump", "image": "img:1"}]}}}}}
+    live = _cronjob()
+    assert project({"spec": live["spec"]}, {"f:spec": OURS["f:spec"]}) == {"spec": OUR_SPEC}
+    view = compact(live, ME)
+    # Only the hash of our fields is kept (a Secret keeps its content: the backends read it).
+    assert view[FIELDS_HASH] == fields_hash({"spec": OUR_SPEC}) and "spec" not in view
     assert view["status"] == {"lastScheduleTime": "2026-11-30T02:00:00Z"}   # read by the backup status
     assert view["metadata"]["labels"] == {"tenancy.dev/tenant": "a", "other": "x"}
     assert view["metadata"]["annotations"] == {"tenancy.dev/applied-hash": "h"}
     assert "managedFields" not in view["metadata"] and "uid" not in view["metadata"]
 
 
-def test_an_object_without_our_fields_is_kept_whole():
-    view = compact(_cronjob(manager="someone-else"), ME)
-    assert view["spec"]["concurrencyPolicy"] == "Allow"
+def test_an_object_without_our_fields_is_compared_whole():
+    live = _cronjob(manager="someone-else")
+    assert compact(live, ME)[FIELDS_HASH] == fields_hash({"spec": live["spec"]})
+
+
+def test_a_secret_keeps_its_data():
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"K": "dg=="},
+              "metadata": {"name": "s", "namespace": "n", "managedFields": [
+                  {"manager": ME, "operation": "Apply", "fieldsV1": {"f:data": {"f:K": {}}, "f:type": {}}}]}}
+    view = compact(secret, ME)
+    assert view["data"] == {"K": "dg=="} and FIELDS_HASH not in view
+
+
+def test_the_hash_reads_quantities_and_empty_fields_as_the_api_server_stores_them():
+    assert fields_hash({"spec": {"hard": {"cpu": "0.5", "pods": 8}, "x": {}}}) == \
+        fields_hash({"spec": {"hard": {"cpu": "500m", "pods": "8"}}})
+    assert fields_hash({"spec": {"hard": {"cpu": "1"}}}) != fields_hash({"spec": {"hard": {"cpu": "2"}}})
 
 
 def test_set_members_and_indexes():
@@ -63,13 +83,17 @@ def test_union_of_apply_and_update_entries_of_our_manager():
 
 def test_drift_against_the_view():
     desired = with_hash({"apiVersion": "batch/v1", "kind": "CronJob",
-                         "metadata": {"name": "backup-app", "namespace": "tenant-a"},
-                         "spec": {"schedule": "0 2 * * *"}})
+                         "metadata": {"name": "backup-app", "namespace": "tenant-a",
+                                      "labels": {"tenancy.dev/tenant": "a"}},
+                         "spec": OUR_SPEC})
     live = _cronjob()
     key = "tenancy.dev/applied-hash"
     live["metadata"]["annotations"][key] = desired["metadata"]["annotations"][key]
     assert not needs_apply(desired, compact(live, ME))
     live["spec"]["schedule"] = "0 3 * * *"
+    assert needs_apply(desired, compact(live, ME))
+    live["spec"]["schedule"] = "0 2 * * *"
+    del live["metadata"]["labels"]["tenancy.dev/tenant"]   # a label of ours removed
     assert needs_apply(desired, compact(live, ME))
 
 

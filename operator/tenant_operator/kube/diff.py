@@ -59,12 +59,42 @@ def is_subset(want, have) -> bool:
     return _same_scalar(want, have)
 
 
+# Key of a watched object's view (kube/view.py) holding the hash of its managed fields.
+FIELDS_HASH = "fieldsHash"
+
+
+def _normal(value):
+    """What the API server stores for what we send: quantities canonicalised
+    ("0.5" and "500m", 8 and "8" are one value), empty maps and lists dropped."""
+    if isinstance(value, dict):
+        out = {k: _normal(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return f"q:{Decimal(parse_quantity(value)).normalize()}"
+        except (ValueError, TypeError, InvalidOperation):
+            return value
+    return value
+
+
+def fields_hash(body: dict) -> str:
+    """Hash of an object's fields apart from apiVersion, kind, metadata and status."""
+    rest = {k: v for k, v in body.items() if k not in ("apiVersion", "kind", "metadata", "status", FIELDS_HASH)}
+    return hashlib.sha256(json.dumps(_normal(rest), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
 def needs_apply(desired: dict, live: dict | None) -> bool:
-    """`desired` must already carry its hash annotation (see with_hash)."""
+    """`desired` must already carry its hash annotation (see with_hash). `live`
+    is a whole object or a view (kube/view.py) carrying FIELDS_HASH."""
     if live is None:
         return True
     want_hash = desired["metadata"]["annotations"][ANNOTATION_HASH]
     have_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_HASH)
     if want_hash != have_hash:
         return True
+    if FIELDS_HASH in live:
+        meta = {k: v for k, v in desired["metadata"].items() if k in ("labels", "annotations")}
+        return fields_hash(desired) != live[FIELDS_HASH] or not is_subset(meta, live.get("metadata") or {})
     return not is_subset(desired, live)

@@ -5,14 +5,17 @@ every other manager's fields. Drift detection needs only the fields the
 operator itself manages, and server-side apply records exactly those in the
 object's managedFields. So the view keeps identity (kind, name, labels, our
 annotations, resourceVersion, creationTimestamp), the few status fields the
-reconciler reads, and the object projected onto our own field set. A field
-another manager took over drops out of that set, so it shows as drift and is
-applied again, which is what a whole-object comparison would have done."""
+reconciler reads, and a hash of the object projected onto our own field set
+(kube/diff.fields_hash); only a Secret keeps its projected content, which
+the backends read. A field another manager took over drops out of that set,
+so it shows as drift and is applied again, which is what a whole-object
+comparison would have done."""
 
 from __future__ import annotations
 
 import json
 
+from tenant_operator.kube.diff import FIELDS_HASH, fields_hash
 from tenant_operator.naming import ANNOTATION_HASH
 from tenant_operator.ownership import ANNOTATION_UID
 
@@ -21,6 +24,8 @@ KEEP_STATUS = {
     "Namespace": ("phase",),
     "CronJob": ("lastScheduleTime", "lastSuccessfulTime"),
 }
+# Kinds whose projected content is kept, not only its hash: the backends read a Secret's data.
+KEEP_CONTENT = {"Secret"}
 KEEP_METADATA = ("name", "namespace", "labels", "resourceVersion", "creationTimestamp", "deletionTimestamp")
 # Kept even if some other manager wrote them: ownership decisions read them.
 KEEP_ANNOTATIONS = (ANNOTATION_HASH, ANNOTATION_UID)
@@ -63,8 +68,9 @@ def project(value, fields: dict):
             wanted = json.loads(key[2:])
             for i, item in enumerate(value):
                 if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items()):
-                    projected = project(item, sub)
-                    out_items.append((i, {**wanted, **projected} if isinstance(projected, dict) else projected))
+                    # Only the item's fields that are ours: a key field the server
+                    # defaulted (a port's protocol) is in the key, not in our set.
+                    out_items.append((i, project(item, sub)))
                     break
         elif key.startswith("v:"):
             member = json.loads(key[2:])
@@ -86,7 +92,10 @@ def compact(obj: dict, manager: str) -> dict:
     body = project(rest, {k: v for k, v in fields.items() if k != "f:metadata"}) if fields else rest
     if not isinstance(body, dict) or (fields and set(fields) <= {"f:metadata"}):
         body = {}
-    view = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), **body}
+    if obj.get("kind") in KEEP_CONTENT:
+        view = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), **body}
+    else:
+        view = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), FIELDS_HASH: fields_hash(body)}
     kept_meta = {k: meta[k] for k in KEEP_METADATA if k in meta}
     ours = project(meta.get("annotations") or {}, (fields.get("f:metadata") or {}).get("f:annotations") or {})
     annotations = {**(ours if isinstance(ours, dict) else {}),
