@@ -428,6 +428,28 @@ def test_chart_deployment_is_hardened():
     check_deployment(one(helm_template("-f", str(CHART / "ci" / "full-values.yaml")), "Deployment"), replicas=3)
 
 
+def test_chart_rabbitmq_servers_with_placement_weights(monkeypatch, tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"config": {"rabbitmq": {"enabled": True, "default": "main", "servers": {
+        "main": {"managementUrl": "http://10.1.0.5:15672", "amqpHost": "10.1.0.5", "existingSecret": "mq-admin"},
+        "second-eu": {"managementUrl": "http://10.1.0.6:15672", "amqpHost": "10.1.0.6",
+                      "existingSecret": "mq2-admin", "passwordKey": "pw", "weight": 2}}}}}))
+    docs = helm_template("-f", str(values))
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    text = one(docs, "Secret")["stringData"]["config.yaml"]
+    refs = set(re.findall(r"\$\{(\w+)\}", text))
+    assert refs == {"RABBITMQ_MAIN_ADMIN_USER", "RABBITMQ_MAIN_ADMIN_PASSWORD",
+                    "RABBITMQ_SECOND_EU_ADMIN_USER", "RABBITMQ_SECOND_EU_ADMIN_PASSWORD"}
+    assert env["RABBITMQ_SECOND_EU_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mq2-admin", "key": "pw"}
+    for ref in refs:
+        monkeypatch.setenv(ref, f"value-of-{ref}")
+    cfg = config.from_dict(yaml.safe_load(text))
+    assert sorted(cfg.rabbitmq_servers) == ["main", "second-eu"] and cfg.rabbitmq_default == "main"
+    assert cfg.rabbitmq_servers["second-eu"].admin_password == "value-of-RABBITMQ_SECOND_EU_ADMIN_PASSWORD"
+    assert cfg.rabbitmq_servers["second-eu"].weight == 2
+
+
 def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
     docs = helm_template("-f", str(CHART / "ci" / "full-values.yaml"))
     secret = one(docs, "Secret")

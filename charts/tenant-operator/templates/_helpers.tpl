@@ -48,6 +48,11 @@ app.kubernetes.io/part-of: tenant-operator
 {{- int (coalesce .Values.replicas .Values.replicaCount 1) -}}
 {{- end -}}
 
+{{/* Prefix of the environment variables holding a named server's admin credentials: (list "RABBITMQ" name). */}}
+{{- define "tenant-operator.serverEnv" -}}
+{{- printf "%s_%s" (index . 0) (regexReplaceAll "[^A-Za-z0-9]" (index . 1) "_" | upper) -}}
+{{- end -}}
+
 {{/* Environment variable holding a MySQL server's admin password. */}}
 {{- define "tenant-operator.mysqlPasswordEnv" -}}
 {{- printf "MYSQL_%s_ADMIN_PASSWORD" (regexReplaceAll "[^A-Za-z0-9]" . "_" | upper) -}}
@@ -76,6 +81,7 @@ tenant-operator.credentialsEnv).
 {{- with $srv.userHost }}{{ $_ := set $s "userHost" . }}{{ end -}}
 {{- with $srv.publicHost }}{{ $_ := set $s "publicHost" . }}{{ end -}}
 {{- with $srv.egress }}{{ $_ := set $s "egress" . }}{{ end -}}
+{{- if hasKey $srv "weight" }}{{ $_ := set $s "weight" $srv.weight }}{{ end -}}
 {{- $_ := set $servers $name $s -}}
 {{- end -}}
 {{- $mysql := dict "servers" $servers -}}
@@ -97,7 +103,23 @@ tenant-operator.credentialsEnv).
 {{- end -}}
 {{- $_ := set $out "objectStorage" $store -}}
 {{- end -}}
-{{- if $c.rabbitmq.enabled -}}
+{{- if and $c.rabbitmq.enabled $c.rabbitmq.servers -}}
+{{- $servers := dict -}}
+{{- range $name, $srv := $c.rabbitmq.servers -}}
+{{- $s := dict "managementUrl" (required (printf "config.rabbitmq.servers.%s.managementUrl is required" $name) $srv.managementUrl) "amqpHost" (required (printf "config.rabbitmq.servers.%s.amqpHost is required" $name) $srv.amqpHost) "amqpPort" (int (default 5672 $srv.amqpPort)) -}}
+{{- $_ := required (printf "config.rabbitmq.servers.%s.existingSecret is required (the Secret holding its admin user and password)" $name) $srv.existingSecret -}}
+{{- $env := include "tenant-operator.serverEnv" (list "RABBITMQ" $name) -}}
+{{- $_ := set $s "adminUser" (printf "${%s_ADMIN_USER}" $env) -}}
+{{- $_ := set $s "adminPassword" (printf "${%s_ADMIN_PASSWORD}" $env) -}}
+{{- with $srv.publicHost }}{{ $_ := set $s "publicHost" . }}{{ end -}}
+{{- with $srv.egress }}{{ $_ := set $s "egress" . }}{{ end -}}
+{{- if hasKey $srv "weight" }}{{ $_ := set $s "weight" $srv.weight }}{{ end -}}
+{{- $_ := set $servers $name $s -}}
+{{- end -}}
+{{- $rabbit := dict "servers" $servers -}}
+{{- with $c.rabbitmq.default }}{{ $_ := set $rabbit "default" . }}{{ end -}}
+{{- $_ := set $out "rabbitmq" $rabbit -}}
+{{- else if $c.rabbitmq.enabled -}}
 {{- $r := $c.rabbitmq -}}
 {{- $rabbit := dict "managementUrl" (required "config.rabbitmq.managementUrl is required" $r.managementUrl) "amqpHost" (required "config.rabbitmq.amqpHost is required" $r.amqpHost) "amqpPort" (int (default 5672 $r.amqpPort)) -}}
 {{- $_ := required "config.rabbitmq.existingSecret is required (the Secret holding the admin user and password)" $r.existingSecret -}}
@@ -132,7 +154,21 @@ tenant-operator.credentialsEnv).
       name: {{ $c.objectStorage.existingSecret }}
       key: {{ $c.objectStorage.secretKeyKey }}
 {{- end }}
-{{- if $c.rabbitmq.enabled }}
+{{- if and $c.rabbitmq.enabled $c.rabbitmq.servers }}
+{{- range $name, $srv := $c.rabbitmq.servers }}
+{{- $env := include "tenant-operator.serverEnv" (list "RABBITMQ" $name) }}
+- name: {{ $env }}_ADMIN_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $srv.existingSecret }}
+      key: {{ default "username" $srv.usernameKey }}
+- name: {{ $env }}_ADMIN_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $srv.existingSecret }}
+      key: {{ default "password" $srv.passwordKey }}
+{{- end }}
+{{- else if $c.rabbitmq.enabled }}
 - name: RABBITMQ_ADMIN_USER
   valueFrom:
     secretKeyRef:
