@@ -130,7 +130,9 @@ class OperatorConfig:
     shared_services: tuple[SharedService, ...] = ()
     default_grace_period: int = 720 * 3600
     drift_interval: float = 60.0            # seconds between drift checks of each tenant
-    backend_resync_interval: float = 600.0  # seconds between full backend checks when nothing changed
+    # Seconds between full passes of a quiet tenant, backend calls included: the cost is
+    # N / interval backend passes per second, the bound on how long backend drift can go unseen.
+    backend_resync_interval: float = 6 * 3600.0
     deletion_poll_interval: float = 60.0    # how often a terminating tenant re-checks its grace period
     final_backup_retry_interval: float = 30.0   # first retry of a failed final backup; doubles up to an hour
     workers: int = 8                         # tenants reconciled in parallel

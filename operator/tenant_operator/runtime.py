@@ -80,10 +80,12 @@ def compact(body: kopf.Body, manager: str) -> dict:
 
 
 def fingerprint(body: kopf.Body, live: dict, claims: dict) -> tuple:
-    """Every input of a reconcile, by version: while it is unchanged, a pass
+    """Every input of a reconcile: the Tenant's version, what the views keep of its
+    objects (view.VIEW_HASH) and the domain claims. While it is unchanged, a pass
     could only repeat the last one."""
     return (body.get("metadata", {}).get("resourceVersion"),
-            tuple(sorted((key, (obj.get("metadata") or {}).get("resourceVersion")) for key, obj in live.items())),
+            tuple(sorted((key, obj.get(view.VIEW_HASH) or (obj.get("metadata") or {}).get("resourceVersion"))
+                         for key, obj in live.items())),
             tuple(sorted((host, tuple(c)) for host, c in claims.items())))
 
 

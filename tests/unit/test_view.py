@@ -113,3 +113,15 @@ def test_quiet_and_fingerprint():
                                        {"a.example.com": [("t", "2026")]})
     assert same != runtime.fingerprint({"metadata": {"resourceVersion": "2"}}, live, {"a.example.com": [("t", "2026")]})
     assert same != runtime.fingerprint(body, live, {})
+
+
+def test_the_view_hash_ignores_what_a_reconcile_does_not_read():
+    from tenant_operator.kube.view import VIEW_HASH
+    live = _cronjob()
+    first = compact(live, ME)[VIEW_HASH]
+    live["metadata"]["resourceVersion"] = "8"
+    live["status"]["active"] = []                      # status a reconcile does not read
+    live["spec"]["concurrencyPolicy"] = "Forbid"       # a field that is not ours
+    assert compact(live, ME)[VIEW_HASH] == first
+    live["status"]["lastScheduleTime"] = "2026-12-01T02:00:00Z"   # read by the backup status
+    assert compact(live, ME)[VIEW_HASH] != first

@@ -13,6 +13,7 @@ comparison would have done."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from tenant_operator.kube.diff import FIELDS_HASH, fields_hash
@@ -26,6 +27,7 @@ KEEP_STATUS = {
 }
 # Kinds whose projected content is kept, not only its hash: the backends read a Secret's data.
 KEEP_CONTENT = {"Secret"}
+VIEW_HASH = "viewHash"
 KEEP_METADATA = ("name", "namespace", "labels", "resourceVersion", "creationTimestamp", "deletionTimestamp")
 # Kept even if some other manager wrote them: ownership decisions read them.
 KEEP_ANNOTATIONS = (ANNOTATION_HASH, ANNOTATION_UID)
@@ -106,4 +108,10 @@ def compact(obj: dict, manager: str) -> dict:
     status = {k: v for k, v in (obj.get("status") or {}).items() if k in KEEP_STATUS.get(obj.get("kind"), ())}
     if status:
         view["status"] = status
+    # What a reconcile reads of it: unlike the resourceVersion, it does not move when
+    # something we neither manage nor read changes (a quota's usage, a label of someone else's).
+    view[VIEW_HASH] = hashlib.sha256(json.dumps(
+        {k: v for k, v in view.items() if k != "metadata"} | {"metadata": {
+            k: v for k, v in kept_meta.items() if k != "resourceVersion"}},
+        sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     return view
