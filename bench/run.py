@@ -19,7 +19,8 @@ timeout and all tenants are purged at the end.
 
 Environment: BENCH_N (100), BENCH_LATENCY_N (20), BENCH_IDLE_SECONDS (300), BENCH_WORKERS (8),
 BENCH_SKIP_FLOOR (0; 1 skips the floor and the ratio), BENCH_REPLICAS (1; the replicas share
-the tenants through shard Leases, as the chart runs them), BENCH_OUT (bench/results.json)."""
+the tenants through shard Leases, as the chart runs them), BENCH_OUT (bench/results.json).
+Every configured server of a backend gets weight 1, so new tenants spread over all of them."""
 
 from __future__ import annotations
 
@@ -298,6 +299,10 @@ def main() -> int:
     cfg = yaml.safe_load(Path(args.config).read_text())
     # Drift checks and backend resyncs at the operator's defaults (60 s, 6 h).
     cfg.update({"workers": workers, "deletionPollInterval": "5s"})
+    # New tenants spread over every configured server of a backend (weight 1 each).
+    for backend in ("mysql", "rabbitmq", "objectStorage"):
+        for server in ((cfg.get(backend) or {}).get("servers") or {}).values():
+            server["weight"] = 1
     if replicas > 1:
         # As the chart runs them: the replicas share the tenants through shard Leases.
         cfg["sharding"] = {"shards": 16, "name": f"bench-{uuid.uuid4().hex[:6]}", "namespace": "default"}
