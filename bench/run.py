@@ -159,11 +159,13 @@ def wait(what: str, predicate, timeout: float, interval: float = 0.2):
     raise SystemExit(f"bench: timed out after {timeout}s waiting for {what}")
 
 
-def body(name: str) -> dict:
+def body(name: str, floor: bool = False) -> dict:
     spec = copy.deepcopy(SPEC)
     spec["domains"] = [f"{name}.bench.example.com"]   # one host per tenant: a shared one is a DomainConflict
+    # The floor's Tenants are not the operator's bench tenants (no `bench` label): no operator runs then.
+    labels = {"bench-floor": "true"} if floor else {"bench": "true"}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": name,
-            "labels": {"bench": "true"}}, "spec": spec}
+            "labels": labels}, "spec": spec}
 
 
 def bench_tenants(custom) -> list[dict]:
@@ -244,20 +246,17 @@ def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> tuple[flo
     for backend in rec.backends:
         backend.sync = watch.wrap(backend.component, backend.sync)
     names = [f"{prefix}-{i:04d}" for i in range(n)]
-    # The API server gives every Tenant a UID; ownership markers record it.
-    uids = {name: str(uuid.uuid4()) for name in names}
+    custom = kubernetes.client.CustomObjectsApi()
     started = time.monotonic()
 
     def one(name: str) -> None:
-        obj = body(name)
-        obj["metadata"].update(generation=1, uid=uids[name])
-        rec.reconcile(obj, {})   # status write fails harmlessly: no Tenant object exists
+        # A real Tenant (no operator runs, so it gets no finalizer): the reconciler
+        # records the tenant's placement in its status before it touches a backend.
+        obj = custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body(name, floor=True))
+        rec.reconcile(obj, {}, placed={})
     with ThreadPoolExecutor(workers) as pool:
         for fut in [pool.submit(one, n_) for n_ in names]:
-            try:
-                fut.result()
-            except ApiException:
-                pass
+            fut.result()
     elapsed = time.monotonic() - started
     breakdown = {k: round(v, 2) for k, v in sorted(watch.spent.items())}
     breakdown["total_thread_s"] = round(elapsed * workers, 2)
@@ -265,14 +264,14 @@ def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> tuple[flo
     from tenant_operator import naming, spec
 
     def purge(name: str) -> None:
-        obj = body(name)
-        obj["metadata"]["uid"] = uids[name]
+        obj = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
         t = spec.parse(obj, cfg)
         for b in rec.backends:
             b.revoke(t)
         for b in rec.backends:
             b.purge(t)
         kube.delete("Namespace", naming.namespace(name, cfg.namespace_prefix))
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(purge, names))
     return elapsed, breakdown
