@@ -19,7 +19,9 @@ timeout and all tenants are purged at the end.
 
 Environment: BENCH_N (100), BENCH_LATENCY_N (20), BENCH_IDLE_SECONDS (300), BENCH_WORKERS (8),
 BENCH_SKIP_FLOOR (0; 1 skips the floor and the ratio), BENCH_REPLICAS (1; the replicas share
-the tenants through shard Leases, as the chart runs them), BENCH_OUT (bench/results.json).
+the tenants through shard Leases, as the chart runs them), BENCH_THEN_REPLICAS (0; then restart
+the same tenants with that many replicas and measure restart, memory and idle again),
+BENCH_PURGE (1; 0 leaves the tenants for the next run), BENCH_OUT (bench/results.json).
 Every configured server of a backend gets weight 1, so new tenants spread over all of them."""
 
 from __future__ import annotations
@@ -228,6 +230,46 @@ class Stopwatch:
         return timed
 
 
+IDLE_COUNTERS = {"api_writes": "tenant_operator_api_writes_total",
+                 "backend_syncs": "tenant_operator_backend_syncs_total",
+                 "reconciles": "tenant_operator_reconcile_duration_seconds_count",
+                 "skipped_passes": "tenant_operator_skipped_passes_total",
+                 "lease_writes": "tenant_operator_lease_writes_total"}
+
+
+def measure_idle(results: Results, op: Replicas, custom, idle_s: float, prefix: str) -> None:
+    """No spec changes for idle_s seconds: what the replicas still do."""
+    print(f"bench: idle for {idle_s:g}s", flush=True)
+    c0 = op.cpu_seconds()
+    start = {k: op.total(m) for k, m in IDLE_COUNTERS.items()}
+    before = versions(custom)
+    time.sleep(idle_s)   # the measurement window itself, not synchronisation
+    # Which Tenants changed, if any: names to look up in the operator log.
+    after = versions(custom)
+    results[f"{prefix}idle_changed_tenants"] = sorted(k for k, v in after.items() if before.get(k) != v)
+    results[f"{prefix}idle_cpu_seconds"] = round(op.cpu_seconds() - c0, 2)
+    for key, m in IDLE_COUNTERS.items():
+        results[f"{prefix}idle_{key}"] = op.total(m) - start[key]
+    results[f"{prefix}rss_at_rest_mib"] = op.rss_mib()
+    results[f"{prefix}peak_rss_mib"] = op.peak_rss_mib()
+
+
+def measure_restart(results: Results, op: Replicas, config: Path, tmp: Path, count: int, total: int,
+                    prefix: str) -> Replicas:
+    """Time for `count` fresh replicas to confirm `total` tenants, and their writes."""
+    print(f"bench: restart with {count} replica(s)", flush=True)
+    op.stop()
+    op = Replicas(config, tmp, count)
+    t0 = time.monotonic()
+    op.start()
+    wait("restart confirmation", lambda: op.total("tenant_operator_reconcile_duration_seconds_count")
+         >= total, max(300, total * 2), 0.5)
+    results[f"{prefix}restart_confirm_s"] = round(time.monotonic() - t0, 2)
+    results[f"{prefix}restart_api_writes"] = op.total("tenant_operator_api_writes_total")
+    results[f"{prefix}restart_peak_rss_mib"] = op.peak_rss_mib()
+    return op
+
+
 def floor_run(config_path: Path, n: int, workers: int, prefix: str) -> tuple[float, dict[str, float]]:
     """The provisioning work with no operator: the reconcile core, called directly.
     Returns its wall time and the thread-seconds spent per part."""
@@ -350,46 +392,31 @@ def main() -> int:
         if not skip_floor:
             results["operator_over_floor"] = round(elapsed / results["floor_all_done_s"], 2)
 
-        # Idle: no spec changes for idle_s seconds.
-        print(f"bench: idle for {idle_s:g}s", flush=True)
-        counters = {"api_writes": "tenant_operator_api_writes_total",
-                    "backend_syncs": "tenant_operator_backend_syncs_total",
-                    "reconciles": "tenant_operator_reconcile_duration_seconds_count",
-                    "skipped_passes": "tenant_operator_skipped_passes_total",
-                    "lease_writes": "tenant_operator_lease_writes_total"}
-        c0 = op.cpu_seconds()
-        start = {k: op.total(m) for k, m in counters.items()}
-        before = versions(custom)
-        time.sleep(idle_s)   # the measurement window itself, not synchronisation
-        # Which Tenants changed, if any: names to look up in the operator log.
-        after = versions(custom)
-        results["idle_changed_tenants"] = sorted(k for k, v in after.items() if before.get(k) != v)
-        results["idle_cpu_seconds"] = round(op.cpu_seconds() - c0, 2)
-        for key, m in counters.items():
-            results[f"idle_{key}"] = op.total(m) - start[key]
-        results["rss_at_rest_mib"] = op.rss_mib()
-        results["peak_rss_mib"] = op.peak_rss_mib()
+        measure_idle(results, op, custom, idle_s, "")
         results["placement"] = placement(custom)
-
-        # Restart: time to confirm every tenant, and writes while doing so.
-        print("bench: restart", flush=True)
         total = n + lat_n
-        op.stop()
-        op = Replicas(config_path, tmp, replicas)
-        t0 = time.monotonic()
-        op.start()
-        wait("restart confirmation", lambda: op.total("tenant_operator_reconcile_duration_seconds_count")
-             >= total, max(300, total * 2), 0.5)
-        results["restart_confirm_s"] = round(time.monotonic() - t0, 2)
-        results["restart_api_writes"] = op.total("tenant_operator_api_writes_total")
-        results["restart_peak_rss_mib"] = op.peak_rss_mib()
+        op = measure_restart(results, op, config_path, tmp, replicas, total, "")
+        then = int(os.environ.get("BENCH_THEN_REPLICAS", "0"))
+        if then:
+            # The same tenants with another number of replicas: restart, memory and idle side by side.
+            op.stop()
+            cfg2 = dict(cfg, sharding={"shards": 16, "name": f"bench-{uuid.uuid4().hex[:6]}", "namespace": "default"})
+            config2 = tmp / f"config-{then}.yaml"
+            config2.write_text(yaml.safe_dump(cfg2))
+            prefix = f"replicas_{then}_"
+            results[f"{prefix}replicas"] = then
+            op = measure_restart(results, op, config2, tmp, then, total, prefix)
+            measure_idle(results, op, custom, idle_s, prefix)
     finally:
-        print("bench: purging the bench tenants", flush=True)
+        keep = os.environ.get("BENCH_PURGE") == "0"
+        print("bench: leaving the bench tenants (BENCH_PURGE=0)" if keep else "bench: purging the bench tenants",
+              flush=True)
         t0 = time.monotonic()
-        purge_all(custom)
         try:
-            wait("bench tenants purged", lambda: not bench_tenants(custom), max(300, n * 3), poll)
-            results["purge_all_s"] = round(time.monotonic() - t0, 2)
+            if not keep:
+                purge_all(custom)
+                wait("bench tenants purged", lambda: not bench_tenants(custom), max(300, n * 3), poll)
+                results["purge_all_s"] = round(time.monotonic() - t0, 2)
         finally:
             print(f"bench: operator logs in {tmp}", flush=True)
             op.stop()
