@@ -199,6 +199,11 @@ def test_bad_shared_services(entry, key):
     ({"archiveRetentionDays": "7y"}, "archiveRetentionDays"),
 ])
 def test_other_invalid_keys(raw, key):
+    assert_refused(raw, key)
+
+
+def assert_refused(raw: dict, key: str) -> None:
+    """The config is refused with an error naming `key`."""
     with pytest.raises(ConfigError) as info:
         config.from_dict(raw)
     assert info.value.key == key
@@ -268,10 +273,7 @@ def test_mysql_server_weight():
     ({"rabbitmq": {"managementUrl": "http://x", "weight": -1}}, "rabbitmq.weight"),
 ])
 def test_bad_server_settings_name_the_field(raw, key):
-    with pytest.raises(ConfigError) as info:
-        config.from_dict(raw)
-    assert info.value.key == key
-    assert str(info.value).startswith(f"config {key}:")
+    assert_refused(raw, key)
 
 
 def test_server_lookup_of_an_unknown_name():
