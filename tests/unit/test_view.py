@@ -125,3 +125,17 @@ def test_the_view_hash_ignores_what_a_reconcile_does_not_read():
     assert compact(live, ME)[VIEW_HASH] == first
     live["status"]["lastScheduleTime"] = "2026-12-01T02:00:00Z"   # read by the backup status
     assert compact(live, ME)[VIEW_HASH] != first
+
+
+def test_a_kept_secret_view_applies_again_without_its_view_keys():
+    from tenant_operator.kube.view import VIEW_HASH, appliable
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"K": "dg=="},
+              "metadata": {"name": "s", "namespace": "n", "resourceVersion": "9", "labels": {"a": "b"},
+                           "annotations": {"tenancy.dev/applied-hash": "h"}, "creationTimestamp": "t",
+                           "managedFields": [{"manager": ME, "operation": "Apply",
+                                              "fieldsV1": {"f:data": {"f:K": {}}, "f:type": {}}}]}}
+    obj = appliable(compact(secret, ME))
+    assert VIEW_HASH not in obj and "resourceVersion" not in obj["metadata"]
+    assert obj == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"K": "dg=="},
+                   "metadata": {"name": "s", "namespace": "n", "labels": {"a": "b"},
+                                "annotations": {"tenancy.dev/applied-hash": "h"}}}

@@ -40,6 +40,7 @@ from tenant_operator import naming, render
 from tenant_operator.components import ComponentResult, live_secret_data
 from tenant_operator.config import OperatorConfig
 from tenant_operator.errors import BackendUnavailable, ConfigError
+from tenant_operator.kube import view
 from tenant_operator.kube.client import Kube
 from tenant_operator.kube.diff import desired_hash
 from tenant_operator.lifecycle import parse_time
@@ -228,7 +229,7 @@ class BackendComponent(Component):
             return None
         return ComponentResult(self.component, Condition(self.condition_type, True, cond.get("reason", ""),
                                                          cond.get("message", "")),
-                               objects=list(secrets.values()), failed=False)
+                               objects=[view.appliable(o) for o in secrets.values()], failed=False)
 
     def _was_unavailable(self, current_status: dict) -> bool:
         return any(c.get("type") == self.condition_type and c.get("reason") == "BackendUnavailable"

@@ -115,3 +115,12 @@ def compact(obj: dict, manager: str) -> dict:
             k: v for k, v in kept_meta.items() if k != "resourceVersion"}},
         sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     return view
+
+
+def appliable(view: dict) -> dict:
+    """A kept-content view (a Secret) as an object to apply again: without the
+    view's own keys and the metadata a patch must not carry (a resourceVersion
+    would make server-side apply a conditional write)."""
+    meta = {k: v for k, v in view.get("metadata", {}).items() if k in ("name", "namespace", "labels", "annotations")}
+    return {**{k: v for k, v in view.items() if k not in (VIEW_HASH, FIELDS_HASH, "status", "metadata")},
+            "metadata": meta}
