@@ -108,7 +108,6 @@ async def tenant_changed(name, type, memo: kopf.Memo, **_) -> None:  # noqa: A00
     if state:
         if type == "DELETED" and name in state.deletion_triggers:
             state.gone.add(name)   # a replica waiting to purge it can stop
-
         state.wake(name)
 
 

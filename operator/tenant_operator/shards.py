@@ -151,8 +151,7 @@ class ShardManager:
         self._changed = asyncio.Event()
 
     def tick(self) -> None:
-        leases = {o["metadata"]["name"]: o for o in self.kube.list(
-            "Lease", self.namespace, label_selector=f"{LABEL_ROLE},app.kubernetes.io/instance={self.prefix}")}
+        leases = self._leases()
         now = time.monotonic()
         members = self._keep_member(leases, now)
         holders, expired = {}, set()
@@ -181,8 +180,7 @@ class ShardManager:
         self._stopping = True
         held = self.owned_shards() + sorted(self._releasing)
         self._valid_until.clear()
-        leases = {o["metadata"]["name"]: o for o in self.kube.list(
-            "Lease", self.namespace, label_selector=f"{LABEL_ROLE},app.kubernetes.io/instance={self.prefix}")}
+        leases = self._leases()
         for shard in held:
             lease = leases.get(self._shard_lease(shard))
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.me:
@@ -190,6 +188,11 @@ class ShardManager:
         self.kube.delete("Lease", self._member_lease(), self.namespace, lease=True)
 
     # --- Leases ----------------------------------------------------------------------------------
+
+    def _leases(self) -> dict[str, dict]:
+        """Every shard and member Lease of this operator, by name: one list call."""
+        return {o["metadata"]["name"]: o for o in self.kube.list(
+            "Lease", self.namespace, label_selector=f"{LABEL_ROLE},app.kubernetes.io/instance={self.prefix}")}
 
     def _shard_lease(self, shard: int) -> str:
         return lease_name(self.prefix, "shard", str(shard))
