@@ -12,7 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from tenant_operator import defaults as defaults_mod
 from tenant_operator import egress as egress_mod
+from tenant_operator.defaults import SpecDefaults
 from tenant_operator.durations import parse_duration
 from tenant_operator.egress import EgressTarget
 from tenant_operator.errors import ConfigError
@@ -128,7 +130,8 @@ class OperatorConfig:
     # DNS domain of the cluster: `<svc>.<ns>.svc.<clusterDomain>` names a Service.
     cluster_domain: str = "cluster.local"
     shared_services: tuple[SharedService, ...] = ()
-    default_grace_period: int = 720 * 3600
+    # What a Tenant gets for a field it leaves unset (config `defaults`, defaults.py).
+    defaults: SpecDefaults = field(default_factory=SpecDefaults)
     drift_interval: float = 60.0            # seconds between drift checks of each tenant
     # Seconds between full passes of a quiet tenant, backend calls included: the cost is
     # N / interval backend passes per second, the bound on how long backend drift can go unseen.
@@ -161,6 +164,11 @@ class OperatorConfig:
     # What a Tenant may ask for (cluster issuers, Pod Security levels, admins, quota, domains).
     policy: TenantPolicy = field(default_factory=TenantPolicy)
     sharding: Sharding | None = None   # None: this replica reconciles every tenant
+
+    @property
+    def default_grace_period(self) -> int:
+        """Seconds between deletion and purge for a Tenant that sets none."""
+        return self.defaults.grace_period
 
     def reserved_namespace_patterns(self) -> tuple[str, ...]:
         return (*self.reserved_namespaces, self.operator_namespace)
@@ -288,8 +296,7 @@ def from_dict(raw: dict | None) -> OperatorConfig:
     if not _DOMAIN.fullmatch(cluster_domain):
         raise ConfigError("clusterDomain", f"{raw['clusterDomain']!r} is not a DNS domain (e.g. cluster.local)")
     kwargs["cluster_domain"] = cluster_domain
-    if "defaultGracePeriod" in raw:
-        kwargs["default_grace_period"] = _duration(raw["defaultGracePeriod"], "defaultGracePeriod")
+    kwargs["defaults"] = defaults_mod.from_dict(raw.get("defaults"), raw.get("defaultGracePeriod"))
     for src, dst in (("driftInterval", "drift_interval"),
                      ("backendResyncInterval", "backend_resync_interval"),
                      ("deletionPollInterval", "deletion_poll_interval"),
@@ -334,7 +341,7 @@ def from_dict(raw: dict | None) -> OperatorConfig:
             raise ConfigError(f"tiers.{name}", f"unknown tier; known tiers: {', '.join(TIER_NAMES)}")
         tiers[name] = merge(tiers[name], override or {})
     kwargs["tiers"] = tiers
-    kwargs["policy"] = policy_from_dict(raw.get("policy"), tiers)
+    kwargs["policy"] = policy_from_dict(raw.get("policy"), tiers, kwargs["defaults"])
 
     mysql = raw.get("mysql") or {}
     servers = {}

@@ -133,12 +133,28 @@ def _domain_suffixes(raw: dict) -> tuple[str, ...]:
     return out
 
 
+def _check_defaults(policy: TenantPolicy, defaults) -> None:
+    """The config's own defaults must be allowed, like the tiers' (below). The
+    built-in issuer is left to the Tenants that use it (Invalid, naming the
+    default): a platform may allow only its own issuers and have every Tenant
+    name one."""
+    if defaults.pod_security not in policy.allowed_pod_security:
+        raise ConfigError("defaults.podSecurity",
+                          f"{defaults.pod_security!r} is not allowed by policy.allowedPodSecurity "
+                          f"({_listed(policy.allowed_pod_security)}): allow it there or change the default")
+    issuer = defaults.ingress_cluster_issuer
+    if issuer != "letsencrypt-prod" and not _first_match(issuer, policy.allowed_cluster_issuers):
+        raise ConfigError("defaults.ingress.clusterIssuer",
+                          f"{issuer!r} is not allowed by policy.allowedClusterIssuers "
+                          f"({_listed(policy.allowed_cluster_issuers)}): allow it there or change the default")
+
+
 def _check_tiers(policy: TenantPolicy, tiers: dict) -> None:
     """Every tier's own defaults must be allowed: a tier the policy refuses would
     make each of its Tenants Invalid for something the Tenant did not ask for."""
     for name, tier in tiers.items():
-        level = tier.get("podSecurity", "restricted")
-        if level not in policy.allowed_pod_security:
+        level = tier.get("podSecurity")
+        if level is not None and level not in policy.allowed_pod_security:
             raise ConfigError(f"tiers.{name}.podSecurity",
                               f"{level!r} is not allowed by policy.allowedPodSecurity "
                               f"({_listed(policy.allowed_pod_security)}): allow it there or change the tier")
@@ -157,8 +173,9 @@ def _check_tiers(policy: TenantPolicy, tiers: dict) -> None:
                                         "lower the tier or raise the maximum")
 
 
-def from_dict(raw, tiers: dict) -> TenantPolicy:
-    """The `policy` section of the config (None: the defaults), checked against the tiers."""
+def from_dict(raw, tiers: dict, defaults) -> TenantPolicy:
+    """The `policy` section of the config (None: the defaults), checked against
+    the tiers and the config's `defaults` (defaults.py)."""
     raw = _mapping(raw, "policy", _KEYS)
     default = TenantPolicy()
     subjects_raw = _mapping(raw.get("subjects"), "policy.subjects", _SUBJECT_KEYS)
@@ -180,6 +197,7 @@ def from_dict(raw, tiers: dict) -> TenantPolicy:
         max_quota=_max_quota(raw),
         allowed_domain_suffixes=_domain_suffixes(raw),
     )
+    _check_defaults(policy, defaults)
     _check_tiers(policy, tiers)
     return policy
 
@@ -231,7 +249,9 @@ def check_quota(quota: dict[str, str], policy: TenantPolicy) -> None:
 
 def check_cluster_issuer(issuer: str, policy: TenantPolicy, *, defaulted: bool = False) -> None:
     if not _first_match(issuer, policy.allowed_cluster_issuers):
-        what = f"{issuer!r} (the default when none is set)" if defaulted else repr(issuer)
+        what = repr(issuer)
+        if defaulted:
+            what += " (the operator's defaults.ingress.clusterIssuer, as none is set)"
         raise SpecError("spec.ingress.clusterIssuer", f"{what} is not allowed by policy.allowedClusterIssuers "
                                                       f"({_listed(policy.allowed_cluster_issuers)})")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from tenant_operator import contract, naming, ownership, quantities
 from tenant_operator.config import OperatorConfig
+from tenant_operator.defaults import BUILT_IN, SERVICE_NAME, SpecDefaults
 from tenant_operator.durations import parse_duration
 from tenant_operator.errors import SpecError
 from tenant_operator.policy import (
@@ -55,13 +56,15 @@ class Messaging:
     queues: tuple[str, ...] = ()
 
 
+# The model's defaults are the built-in ones (defaults.py); parse() fills unset
+# fields from the config's `defaults` instead.
 @dataclass(frozen=True)
 class Ingress:
     enabled: bool = True
-    class_name: str = "nginx"
-    cluster_issuer: str = "letsencrypt-prod"
-    service: str = "api-gateway"
-    port: int = 80
+    class_name: str = BUILT_IN.ingress_class_name
+    cluster_issuer: str = BUILT_IN.ingress_cluster_issuer
+    service: str = BUILT_IN.ingress_service
+    port: int = BUILT_IN.ingress_port
 
 
 @dataclass(frozen=True)
@@ -73,21 +76,21 @@ class Subject:
 
 @dataclass(frozen=True)
 class Retention:
-    daily: int = 7
-    weekly: int = 4
-    monthly: int = 12
+    daily: int = BUILT_IN.retention_daily
+    weekly: int = BUILT_IN.retention_weekly
+    monthly: int = BUILT_IN.retention_monthly
 
 
 @dataclass(frozen=True)
 class Backup:
     enabled: bool = True
-    schedule: str = "0 2 * * *"
+    schedule: str = BUILT_IN.backup_schedule
     retention: Retention = field(default_factory=Retention)
 
 
 @dataclass(frozen=True)
 class Deletion:
-    grace_period: int = 720 * 3600
+    grace_period: int = BUILT_IN.grace_period
     policy: str = "Delete"
 
 
@@ -236,21 +239,20 @@ def _object_storage(spec: dict, tier: dict) -> ObjectStorage | None:
     return ObjectStorage(buckets=buckets, quota_gib=quota)
 
 
-def _ingress(spec: dict, domains: tuple[str, ...], policy: TenantPolicy) -> Ingress | None:
+def _ingress(spec: dict, domains: tuple[str, ...], policy: TenantPolicy, defaults: SpecDefaults) -> Ingress | None:
     raw = _get(spec, "ingress", "spec", dict)
     if raw is None:
         if not domains:
             return None
-        check_cluster_issuer(Ingress.cluster_issuer, policy, defaulted=True)
-        return Ingress()
-    port = _get(raw, "port", "spec.ingress", int, 80)
+        raw = {}
+    port = _get(raw, "port", "spec.ingress", int, defaults.ingress_port)
     if not 0 < port < 65536:
         raise SpecError("spec.ingress.port", f"must be between 1 and 65535, got {port}")
-    svc = _get(raw, "service", "spec.ingress", str, "api-gateway")
-    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", svc):
+    svc = _get(raw, "service", "spec.ingress", str, defaults.ingress_service)
+    if not SERVICE_NAME.fullmatch(svc):
         raise SpecError("spec.ingress.service", f"{svc!r} is not a valid Service name")
-    issuer = _get(raw, "clusterIssuer", "spec.ingress", str, Ingress.cluster_issuer)
-    class_name = _get(raw, "className", "spec.ingress", str, "nginx")
+    issuer = _get(raw, "clusterIssuer", "spec.ingress", str, defaults.ingress_cluster_issuer)
+    class_name = _get(raw, "className", "spec.ingress", str, defaults.ingress_class_name)
     for field_name, value in (("clusterIssuer", issuer), ("className", class_name)):
         if len(value) > 253 or not contract.DNS_SUBDOMAIN_RE.fullmatch(value):
             raise SpecError(f"spec.ingress.{field_name}", f"{value!r} is not a valid Kubernetes object name "
@@ -290,16 +292,17 @@ def _admins(spec: dict, policy: TenantPolicy) -> tuple[Subject, ...]:
     return tuple(out)
 
 
-def _backup(spec: dict) -> Backup:
+def _backup(spec: dict, defaults: SpecDefaults) -> Backup:
     raw = _get(spec, "backup", "spec", dict, {})
-    schedule = _get(raw, "schedule", "spec.backup", str, "0 2 * * *")
+    schedule = _get(raw, "schedule", "spec.backup", str, defaults.backup_schedule)
     if not CRON.fullmatch(schedule):
         raise SpecError("spec.backup.schedule", f"{schedule!r} is not a cron schedule: 5 fields in range "
                                                 "(minute 0-59, hour 0-23, day 1-31, month 1-12 or JAN-DEC, "
                                                 "weekday 0-7 or SUN-SAT) or a macro such as @daily")
     ret = _get(raw, "retention", "spec.backup", dict, {})
     values = {}
-    for key, default in (("daily", 7), ("weekly", 4), ("monthly", 12)):
+    for key, default in (("daily", defaults.retention_daily), ("weekly", defaults.retention_weekly),
+                         ("monthly", defaults.retention_monthly)):
         v = _get(ret, key, "spec.backup.retention", int, default)
         if not 0 <= v <= 3650:
             raise SpecError(f"spec.backup.retention.{key}", f"must be between 0 and 3650, got {v}")
@@ -369,7 +372,7 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
     if not isinstance(spec, dict):
         raise SpecError("spec", "is required")
 
-    tier_name = _get(spec, "tier", "spec", str, "standard")
+    tier_name = _get(spec, "tier", "spec", str, config.defaults.tier)
     if tier_name not in TIER_NAMES:
         raise SpecError("spec.tier", f"must be one of {', '.join(TIER_NAMES)}, got {tier_name!r}")
     tier = config.tiers[tier_name]
@@ -399,7 +402,8 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
         messaging = Messaging(queues=_names(_get(messaging_raw, "queues", "spec.messaging", list, []),
                                             "spec.messaging.queues", naming.QUEUE_NAME, "queue name"))
 
-    pod_security = _get(spec, "podSecurity", "spec", str, tier.get("podSecurity", "restricted"))
+    # The tier's own level (config tiers.<tier>.podSecurity) is more specific than the config's default.
+    pod_security = _get(spec, "podSecurity", "spec", str, tier.get("podSecurity") or config.defaults.pod_security)
     if pod_security not in POD_SECURITY_LEVELS:
         raise SpecError("spec.podSecurity", f"must be restricted, baseline or privileged, got {pod_security!r}")
     check_pod_security(pod_security, config.policy)
@@ -409,7 +413,7 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
         raise SpecError("spec.displayName", "must be at most 128 characters")
 
     object_storage = _object_storage(spec, tier)
-    backup = _backup(spec)
+    backup = _backup(spec, config.defaults)
     rabbitmq_server = _server(placement, recorded, "rabbitmq", messaging is not None, config)
     object_storage_server = _server(placement, recorded, "objectStorage", object_storage is not None or (
         bool(databases) and backup.enabled), config)
@@ -450,7 +454,7 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
         messaging=messaging,
         rabbitmq_max_connections=int(tier["rabbitmq"]["maxConnections"]),
         rabbitmq_max_queues=int(tier["rabbitmq"]["maxQueues"]),
-        ingress=_ingress(spec, domains, config.policy),
+        ingress=_ingress(spec, domains, config.policy, config.defaults),
         admins=_admins(spec, config.policy),
         backup=backup,
         suspended=_get(spec, "suspended", "spec", bool, False),

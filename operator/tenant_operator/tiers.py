@@ -2,6 +2,9 @@
 
 Operator config may override any figure (config `tiers.<tier>.<section>.<key>`);
 a Tenant's `spec.quota` / `spec.limits` override single keys for that tenant.
+No tier sets `podSecurity` here: a tier without one uses the config's
+`defaults.podSecurity` (built-in restricted), and `tiers.<tier>.podSecurity`
+overrides that for one tier.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ DEFAULT_TIERS: dict[str, dict] = {
         "mysql": {"maxUserConnections": 20},
         "rabbitmq": {"maxConnections": 50, "maxQueues": 50},
         "objectStorage": {"quotaGiB": 50},
-        "podSecurity": "restricted",
     },
     "premium": {
         "quota": {
@@ -45,7 +47,6 @@ DEFAULT_TIERS: dict[str, dict] = {
         "mysql": {"maxUserConnections": 50},
         "rabbitmq": {"maxConnections": 200, "maxQueues": 200},
         "objectStorage": {"quotaGiB": 200},
-        "podSecurity": "restricted",
     },
     "business": {
         "quota": {
@@ -63,7 +64,6 @@ DEFAULT_TIERS: dict[str, dict] = {
         "mysql": {"maxUserConnections": 200},
         "rabbitmq": {"maxConnections": 1000, "maxQueues": 1000},
         "objectStorage": {"quotaGiB": 1024},
-        "podSecurity": "restricted",
     },
 }
 

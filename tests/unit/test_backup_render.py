@@ -91,7 +91,7 @@ def test_default_schedule_and_retention():
     cj = cronjobs(tenant(backup=None))["backup-auth-db"]
     assert cj["spec"]["schedule"] == "0 2 * * *"
     env = {e["name"]: e["value"] for e in pod_spec(cj)["containers"][0]["env"]}
-    assert (env["BACKUP_KEEP_DAILY"], env["BACKUP_KEEP_WEEKLY"], env["BACKUP_KEEP_MONTHLY"]) == ("7", "4", "12")
+    assert (env["BACKUP_KEEP_DAILY"], env["BACKUP_KEEP_WEEKLY"], env["BACKUP_KEEP_MONTHLY"]) == ("30", "12", "12")
 
 
 def test_long_service_names_fit_the_cronjob_name_limit():

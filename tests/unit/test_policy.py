@@ -96,8 +96,8 @@ def test_the_default_issuer_is_checked_too_and_said_to_be_the_default():
     for obj in (tenant(domains=["shop.example.com"]), tenant(domains=["shop.example.com"], ingress={"port": 8080})):
         error = refused(obj, conf)
         assert error.field == "spec.ingress.clusterIssuer"
-        assert error.message == ("'letsencrypt-prod' (the default when none is set) is not allowed by "
-                                 "policy.allowedClusterIssuers (internal-ca)")
+        assert error.message == ("'letsencrypt-prod' (the operator's defaults.ingress.clusterIssuer, as none is "
+                                 "set) is not allowed by policy.allowedClusterIssuers (internal-ca)")
 
 
 def test_no_ingress_no_issuer_check():
@@ -136,8 +136,9 @@ def test_a_tier_level_the_policy_refuses_fails_the_config_naming_the_tier():
     error = config_error({"tiers": {"business": {"podSecurity": "privileged"}}})
     assert error.key == "tiers.business.podSecurity"
     assert "'privileged' is not allowed by policy.allowedPodSecurity (restricted, baseline)" in str(error)
+    # No tier sets a level of its own: the config's default is what is refused.
     error = config_error({"policy": {"allowedPodSecurity": ["baseline"]}})
-    assert error.key == "tiers.standard.podSecurity"
+    assert error.key == "defaults.podSecurity"
 
 
 def test_a_tier_level_the_policy_allows_is_the_tenants_default():

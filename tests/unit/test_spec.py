@@ -110,7 +110,7 @@ def test_minimal_tenant_gets_the_defaults():
     assert t.deletion.policy == "Delete"
     assert t.backup.enabled is True
     assert t.backup.schedule == "0 2 * * *"
-    assert t.backup.retention == spec.Retention(daily=7, weekly=4, monthly=12)
+    assert t.backup.retention == spec.Retention(daily=30, weekly=12, monthly=12)   # the seed design
     assert t.databases == ()
     assert t.object_storage is None
     assert t.messaging is None

@@ -22,7 +22,9 @@ from tenant_operator.backup import BackupError, SettingsError
 
 log = logging.getLogger("tenant_operator.backup")
 
-DEFAULT_KEEP = {"daily": 7, "weekly": 4, "monthly": 12}
+# Only for a run outside a CronJob: the CronJobs always pass the Tenant's retention
+# (BACKUP_KEEP_*). The operator's built-in defaults, so a manual run keeps as much.
+DEFAULT_KEEP = {"daily": 30, "weekly": 12, "monthly": 12}
 
 
 def derive_service(env: Mapping[str, str]) -> str:

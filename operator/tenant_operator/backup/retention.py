@@ -33,8 +33,8 @@ ORPHAN_GRACE = timedelta(days=1)
 
 @dataclass(frozen=True)
 class Policy:
-    daily: int = 7
-    weekly: int = 4
+    daily: int = 30
+    weekly: int = 12
     monthly: int = 12
 
     def __post_init__(self):
