@@ -10,7 +10,7 @@ DEVENV  := .devenv
 CONFIG  ?= $(DEVENV)/operator-config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help venv devenv-up devenv-down devenv-purge tools lint unit integration test e2e run demo bench render clean
+.PHONY: help venv devenv-up devenv-down devenv-purge tools lint unit integration test e2e run demo bench render docs clean
 
 help:
 	@echo "make demo         bring up the local platform and provision an example Tenant end to end"
@@ -20,6 +20,7 @@ help:
 	@echo "make devenv-down  stop them (data kept; devenv-purge removes it)"
 	@echo "make run          run the operator in the foreground against the local platform"
 	@echo "make bench        benchmark against the local platform (BENCH_N tenants)"
+	@echo "make docs         render the README's spec reference from the CRD's descriptions"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -74,6 +75,10 @@ bench: $(STAMP) devenv-up
 
 render: $(STAMP)
 	$(VENV)/bin/tenant-operator render examples/tenant-premium.yaml
+
+# The README's spec reference is generated from the CRD (tests fail when it is stale).
+docs: $(STAMP)
+	$(PY) -m tenant_operator.crd_reference crds/tenant.yaml README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
