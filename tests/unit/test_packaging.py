@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tenant_operator import GROUP, config, naming, permissions, render, spec
+from tenant_operator import GROUP, config, defaults, naming, permissions, render, spec
 from tenant_operator.kube.client import KINDS, OWNED
 from tenant_operator.policy import TenantPolicy
 
@@ -469,6 +469,10 @@ def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
     assert cfg.mysql_server("eu-west").admin_password == "value-of-MYSQL_EU_WEST_ADMIN_PASSWORD"
     assert cfg.mysql_server("eu-west").tenant_host == "mysql-eu.example.com"
     assert cfg.workers == 16 and cfg.default_grace_period == 168 * 3600
+    assert cfg.defaults == defaults.SpecDefaults(
+        tier="premium", pod_security="baseline", ingress_class_name="traefik", ingress_cluster_issuer="internal-ca",
+        ingress_service="web", ingress_port=8080, backup_schedule="30 1 * * *", retention_daily=14,
+        retention_weekly=8, retention_monthly=12, grace_period=168 * 3600)
     assert cfg.tiers["premium"]["quota"]["requests.cpu"] == "6"
     assert cfg.tiers["premium"]["quota"]["pods"] == "50"   # merged, not replaced
     assert [s.namespace or s.cidr for s in cfg.shared_services] == ["monitoring", "10.96.0.10/32"]
@@ -494,11 +498,21 @@ def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
     assert re.fullmatch(r"[0-9a-f]{64}", checksum)
 
 
+def test_chart_values_set_each_spec_default_and_the_older_grace_key_still_wins():
+    docs = helm_template("--set", "config.defaultGracePeriod=48h", "--set", "config.defaults.backup.retention.daily=7",
+                         "--set", "config.defaults.ingress.className=haproxy")
+    cfg = config.from_dict(yaml.safe_load(one(docs, "Secret")["stringData"]["config.yaml"]))
+    assert cfg.default_grace_period == 48 * 3600
+    assert (cfg.defaults.retention_daily, cfg.defaults.retention_weekly) == (7, 12)
+    assert cfg.defaults.ingress_class_name == "haproxy"
+
+
 def test_chart_default_config_is_valid():
     docs = helm_template()
     cfg = config.from_dict(yaml.safe_load(one(docs, "Secret")["stringData"]["config.yaml"]))
     assert cfg.namespace_prefix == "tenant-" and cfg.backup_image.endswith(":0.1.0")
     assert cfg.policy == TenantPolicy()           # the chart's defaults are the operator's
+    assert cfg.defaults == defaults.BUILT_IN      # so are its spec defaults, written out
     assert not by_kind(docs, "ServiceMonitor")
 
 

@@ -65,8 +65,16 @@ tenant-operator.credentialsEnv).
 */}}
 {{- define "tenant-operator.config" -}}
 {{- $c := .Values.config -}}
-{{- $out := dict "namespacePrefix" $c.namespacePrefix "defaultGracePeriod" $c.defaultGracePeriod "ingressControllerNamespace" $c.ingressControllerNamespace "workers" (int $c.workers) "backupsBucketRetentionDays" (int (default 90 $c.backupsBucketRetentionDays)) "archiveRetentionDays" (int (default 2555 $c.archiveRetentionDays)) "backupImage" (default (include "tenant-operator.image" .) $c.backupImage) -}}
+{{- $out := dict "namespacePrefix" $c.namespacePrefix "ingressControllerNamespace" $c.ingressControllerNamespace "workers" (int $c.workers) "backupsBucketRetentionDays" (int (default 90 $c.backupsBucketRetentionDays)) "archiveRetentionDays" (int (default 2555 $c.archiveRetentionDays)) "backupImage" (default (include "tenant-operator.image" .) $c.backupImage) -}}
 {{- with $c.clusterDomain }}{{ $_ := set $out "clusterDomain" . }}{{ end -}}
+{{- $defaults := deepCopy (default (dict) $c.defaults) -}}
+{{- /* The older key, set by the user: it wins over the chart's default grace period. */ -}}
+{{- if $c.defaultGracePeriod -}}
+{{- $deletion := default (dict) $defaults.deletion -}}
+{{- $_ := set $deletion "gracePeriod" $c.defaultGracePeriod -}}
+{{- $_ := set $defaults "deletion" $deletion -}}
+{{- end -}}
+{{- with $defaults }}{{ $_ := set $out "defaults" . }}{{ end -}}
 {{- with $c.sharedServices }}{{ $_ := set $out "sharedServices" . }}{{ end -}}
 {{- with $c.tiers }}{{ $_ := set $out "tiers" . }}{{ end -}}
 {{- with $c.policy }}{{ $_ := set $out "policy" . }}{{ end -}}
