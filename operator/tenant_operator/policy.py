@@ -143,7 +143,8 @@ def _check_defaults(policy: TenantPolicy, defaults) -> None:
                           f"{defaults.pod_security!r} is not allowed by policy.allowedPodSecurity "
                           f"({_listed(policy.allowed_pod_security)}): allow it there or change the default")
     issuer = defaults.ingress_cluster_issuer
-    if issuer != "letsencrypt-prod" and not _first_match(issuer, policy.allowed_cluster_issuers):
+    built_in = type(defaults)().ingress_cluster_issuer
+    if issuer != built_in and not _first_match(issuer, policy.allowed_cluster_issuers):
         raise ConfigError("defaults.ingress.clusterIssuer",
                           f"{issuer!r} is not allowed by policy.allowedClusterIssuers "
                           f"({_listed(policy.allowed_cluster_issuers)}): allow it there or change the default")
