@@ -92,6 +92,8 @@ def test_credentials_since_is_the_oldest_secret_unless_rotated_later():
     # A Secret re-created after the rotation is newer; the others were rotated then.
     assert credentials_since([*secrets, secret("2024-07-01T00:00:00Z")], rotated) == ts("2024-06-01T00:00:00Z")
     assert credentials_since([], rotated) is None
+    # The API client's objects carry datetimes rather than strings.
+    assert credentials_since([secret(datetime(2024, 1, 1, tzinfo=UTC))], {}) == ts("2024-01-01T00:00:00Z")
 
 
 def test_credentials_gauge_from_the_reconciler(forget):

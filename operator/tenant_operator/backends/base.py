@@ -68,12 +68,17 @@ def credentials_since(secrets: list[dict], current_status: dict) -> float | None
     """Unix time of the oldest credential among `secrets`: the oldest Secret's
     creation (a credential is generated with its Secret), or the tenant's last
     rotation when later (a rotation renews them all). None without a Secret."""
-    created = [parse_time(o["metadata"]["creationTimestamp"]).timestamp()
+    created = [_unix(o["metadata"]["creationTimestamp"])
                for o in secrets if (o.get("metadata") or {}).get("creationTimestamp")]
     if not created:
         return None
     rotated = ((current_status or {}).get("credentials") or {}).get("rotatedAt")
-    return max(min(created), parse_time(rotated).timestamp()) if rotated else min(created)
+    return max(min(created), _unix(rotated)) if rotated else min(created)
+
+
+def _unix(value) -> float:
+    """A Kubernetes timestamp, as the watch (string) or the API client (datetime) gives it."""
+    return (value if isinstance(value, datetime) else parse_time(str(value))).timestamp()
 
 
 def removal_due(result_status: dict, now: datetime | None = None) -> bool:
