@@ -16,8 +16,8 @@ RECONCILE_ERRORS = Counter("tenant_operator_reconcile_errors_total", "Reconciles
 BACKEND_ERRORS = Counter("tenant_operator_backend_errors_total", "Failed backend calls", ["backend"])
 BACKUP_AGE = Gauge("tenant_operator_last_successful_backup_age_seconds",
                    "Seconds since the tenant's last successful backup", ["tenant"])
-# Per-tenant facts the alerting rules compare with time(): a timestamp stays
-# right between reconcile passes, where an age would freeze.
+# Per-tenant series for the alerting rules. Times are Unix timestamps that the
+# rules compare with time(): they stay right between passes, where an age would freeze.
 TENANT_PHASE = Gauge("tenant_operator_tenant_phase",
                      "1 for the tenant's current phase, 0 for the others", ["tenant", "phase"])
 BACKUP_TIMESTAMP = Gauge("tenant_operator_last_successful_backup_timestamp_seconds",
