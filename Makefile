@@ -37,7 +37,7 @@ devenv-up:
 devenv-down:
 	bash devenv/down.sh
 
-# helm and hadolint for the packaging tests (cached by version, linked into .devenv/bin).
+# helm, hadolint and promtool for the packaging and alerting-rule tests (cached by version, linked into .devenv/bin).
 tools:
 	mkdir -p $(DEVENV)/bin
 	bash devenv/install-tools.sh

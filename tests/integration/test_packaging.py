@@ -152,6 +152,8 @@ def test_helm_template_full_server_dry_run(helm, operator_namespace):
     args = ["-f", str(CHART / "ci" / "full-values.yaml"), "--include-crds"]
     if not exists("crd", "servicemonitors.monitoring.coreos.com"):
         args += ["--set", "metrics.serviceMonitor.enabled=false"]
+    if not exists("crd", "prometheusrules.monitoring.coreos.com"):
+        args += ["--set", "prometheusRule.enabled=false"]
     manifest = helm_template(helm, *args)
     kinds = {d["kind"] for d in yaml.safe_load_all(manifest) if d}
     assert {"CustomResourceDefinition", "Role", "RoleBinding", "Deployment"} <= kinds

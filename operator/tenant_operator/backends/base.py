@@ -26,6 +26,7 @@ Each acts only on what carries this Tenant's UID marker and says what it did.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -44,7 +45,7 @@ from tenant_operator.kube import view
 from tenant_operator.kube.client import Kube
 from tenant_operator.kube.diff import desired_hash
 from tenant_operator.lifecycle import parse_time
-from tenant_operator.metrics import BACKEND_ERRORS, BACKEND_SYNCS
+from tenant_operator.metrics import BACKEND_ERRORS, BACKEND_SYNCS, CREDENTIALS_ROTATED
 from tenant_operator.naming import ANNOTATION_HASH
 from tenant_operator.ownership import NameConflict
 from tenant_operator.spec import Tenant
@@ -61,6 +62,23 @@ def new_password() -> str:
 def rotation_requested(t: Tenant, current_status: dict) -> bool:
     done = (current_status.get("credentials") or {}).get("rotationToken", "")
     return bool(t.rotate_token) and t.rotate_token != done
+
+
+def credentials_since(secrets: list[dict], current_status: dict) -> float | None:
+    """Unix time of the oldest credential among `secrets`: the oldest Secret's
+    creation (a credential is generated with its Secret), or the tenant's last
+    rotation when later (a rotation renews them all). None without a Secret."""
+    created = [_unix(o["metadata"]["creationTimestamp"])
+               for o in secrets if (o.get("metadata") or {}).get("creationTimestamp")]
+    if not created:
+        return None
+    rotated = ((current_status or {}).get("credentials") or {}).get("rotatedAt")
+    return max(min(created), _unix(rotated)) if rotated else min(created)
+
+
+def _unix(value) -> float:
+    """A Kubernetes timestamp, as the watch (string) or the API client (datetime) gives it."""
+    return (value if isinstance(value, datetime) else parse_time(str(value))).timestamp()
 
 
 def removal_due(result_status: dict, now: datetime | None = None) -> bool:
@@ -161,7 +179,17 @@ class BackendComponent(Component):
                                  or desired_hash(o)) for o in secrets if o.get("kind", "Secret") == "Secret"))
         return (t.generation, t.suspended, rotate, t.rotate_token, versions, t.uid)
 
+    def _publish_credentials_age(self, t: Tenant, live: dict, current_status: dict, terminating: bool) -> None:
+        since = None if terminating else credentials_since(list(self._secrets(t, live).values()), current_status)
+        if since is None:
+            # No credential to renew, or one that is revoked with its tenant.
+            with contextlib.suppress(KeyError):
+                CREDENTIALS_ROTATED.remove(t.name, self.backend_name)
+        else:
+            CREDENTIALS_ROTATED.labels(t.name, self.backend_name).set(since)
+
     def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False) -> ComponentResult | None:
+        self._publish_credentials_age(t, live, current_status, terminating)
         if not self.wanted(t) and not self._secrets(t, live):
             self._cache.pop(t.name, None)
             return None
@@ -205,6 +233,7 @@ class BackendComponent(Component):
                                      objects=list(self._secrets(t, live).values()), failed=False)
         if rotate and not result.failed:
             result.status["credentials"] = {"rotationToken": t.rotate_token, "rotatedAt": now_iso()}
+            CREDENTIALS_ROTATED.labels(t.name, self.backend_name).set(time.time())
             result.events.append(("Normal", "CredentialsRotated", f"{self.backend_name} credentials rotated"))
         # Remembered under the key the next pass will see: the Secrets as this pass leaves them.
         after = (*self._key(t, result.objects, rotate and result.failed), terminating)

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes.client.rest import ApiException
 
-from tenant_operator import naming
+from tenant_operator import metrics, naming
 from tenant_operator.backends.base import Component
 from tenant_operator.backup import BackupError, SettingsError
 from tenant_operator.components import ComponentResult, live_secret_data
@@ -181,6 +181,14 @@ class BackupComponent(Component):
                                status={"backup": status} if status else {"backup": None})
 
     def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False) -> ComponentResult | None:
+        result = self._sync(t, live, current_status)
+        if not (t.databases and t.backup.enabled and self.cfg.object_storage_servers) or t.suspended:
+            # No scheduled backups are expected (a terminating tenant counts as suspended):
+            # nothing for the backup-age alert to compare.
+            metrics.remove_series(metrics.BACKUP_INTERVAL, t.name)
+        return result
+
+    def _sync(self, t: Tenant, live: dict, current_status: dict) -> ComponentResult | None:
         ctype = self.condition_type
         if not t.databases:
             if not self._live(t, live) and not current_status.get("backup"):
@@ -207,11 +215,13 @@ class BackupComponent(Component):
             services[service] = entry
         successes = [s for _, _, s in states.values() if s]
         status: dict = {"services": services}
+        if not t.suspended:
+            metrics.BACKUP_INTERVAL.labels(t.name).set(max_interval(t.backup.schedule).total_seconds())
         if successes and len(successes) == len(states):
             oldest = min(successes)
             status["lastSuccessfulTime"] = _iso(oldest)
-            from tenant_operator.metrics import BACKUP_AGE
-            BACKUP_AGE.labels(t.name).set(max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
+            metrics.BACKUP_AGE.labels(t.name).set(max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
+            metrics.BACKUP_TIMESTAMP.labels(t.name).set(oldest.timestamp())
 
         failing = {s: d for s, (state, d, _) in states.items() if state == "BackupFailing"}
         if failing:
@@ -232,11 +242,8 @@ class BackupComponent(Component):
     def forget(self, tenant: str) -> None:
         self._rendered.forget(tenant)
         self._sa_checked.pop(tenant, None)
-        from tenant_operator.metrics import BACKUP_AGE
-        try:
-            BACKUP_AGE.remove(tenant)
-        except KeyError:
-            pass
+        for metric in (metrics.BACKUP_AGE, metrics.BACKUP_TIMESTAMP, metrics.BACKUP_INTERVAL):
+            metrics.remove_series(metric, tenant)
 
     # --- deletion ---------------------------------------------------------------------------
 
