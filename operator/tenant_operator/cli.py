@@ -29,9 +29,8 @@ def _setup_logging(fmt: str, verbose: bool) -> None:
 def cmd_run(args) -> int:
     import kopf
 
-    from tenant_operator import handlers, kopf_startup
+    from tenant_operator import handlers
     config_mod.load(args.config)          # fail fast with a clear message
-    kopf_startup.apply()
     handlers.CONFIG_PATH = args.config
     if args.metrics_port:
         os.environ["TENANT_OPERATOR_METRICS_PORT"] = str(args.metrics_port)

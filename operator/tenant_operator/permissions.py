@@ -19,7 +19,7 @@ from __future__ import annotations
 
 _APPLIED = "server-side apply (reconciler._apply): patch, and create when the object is missing"
 _PRUNED = "pruned when no longer wanted (reconciler._prune)"
-_WATCHED = "kopf index and event handlers on owned objects (kube.client.OWNED)"
+_WATCHED = "the watch cache lists and watches every owned kind (runtime.watched_kinds)"
 
 
 def _owned(*extra: tuple[str, str]) -> dict[str, str]:
@@ -32,7 +32,8 @@ def _owned(*extra: tuple[str, str]) -> dict[str, str]:
 CODE: dict[tuple[str, str], dict[str, str]] = {
     ("tenancy.dev", "tenants"): {
         "get": "a Tenant is read again after a status conflict (reconciler, lifecycle); verify",
-        "list": "verify lists the other tenants",
+        "list": "the watch cache lists Tenants for their placement (runtime.watched_kinds); verify",
+        "watch": "the watch cache follows Tenants' status.placement (runtime.watched_kinds)",
     },
     ("tenancy.dev", "tenants/status"): {
         "patch": "status is written as a conditional merge patch (Kube.patch_status)",
@@ -51,7 +52,7 @@ CODE: dict[tuple[str, str], dict[str, str]] = {
     ),
     ("", "resourcequotas"): _owned(),
     ("", "limitranges"): _owned(),
-    ("networking.k8s.io", "networkpolicies"): _owned(("list", "kopf watch; verify lists a tenant's policies")),
+    ("networking.k8s.io", "networkpolicies"): _owned(("list", "the watch cache; verify lists a tenant's policies")),
     ("networking.k8s.io", "ingresses"): _owned(),
     ("rbac.authorization.k8s.io", "roles"): _owned(),
     ("rbac.authorization.k8s.io", "rolebindings"): _owned(),

@@ -1,6 +1,6 @@
 """The operator's runtime, apart from its kopf wiring: the service container
-(State), the view of owned objects that kopf's indexes feed, and the
-per-tenant loops the handlers run (reconcile, deletion)."""
+(State), what its watch cache keeps of the objects it owns and of Tenants'
+placement, and the per-tenant loops the handlers run (reconcile, deletion)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from tenant_operator import config as config_mod
-from tenant_operator import lifecycle, metrics, placement, render
+from tenant_operator import lifecycle, metrics, naming, placement, render
 from tenant_operator import shards as shards_mod
 from tenant_operator.backends import build_backends
 from tenant_operator.kube import view
-from tenant_operator.kube.client import OWNED, Kube, NotOwner
+from tenant_operator.kube.client import KINDS, OWNED, Kube, NotOwner
+from tenant_operator.kube.indexes import Indexer
+from tenant_operator.kube.watchcache import WatchCache, Watched
 from tenant_operator.reconciler import Reconciler
 from tenant_operator.recovery import RecoveryWatch
 
@@ -44,6 +46,7 @@ class State:
         self.recovery_task: asyncio.Task | None = None
         self.shards = shards_mod.from_config(self.kube, cfg)   # None: every tenant is ours
         self.shards_task: asyncio.Task | None = None
+        self.cache = WatchCache(self.kube, watched_kinds(cfg.field_manager), self.wake)
 
     def owns(self, body) -> bool:
         return self.shards is None or self.shards.owns(body.get("metadata", {}).get("uid", ""))
@@ -73,10 +76,53 @@ class State:
                 event.set()
 
 
-def compact(body: kopf.Body, manager: str) -> dict:
-    """What is kept of an owned object: identity and the fields we manage (kube/view.py);
-    a copy, so nothing shares kopf's raw objects."""
-    return copy.deepcopy(view.compact(dict(body), manager))
+# Owned objects carry both labels; only they are watched.
+OWNED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY},{naming.LABEL_TENANT}"
+PLACEMENT_INDEX = "tenant_placement"
+INGRESS_HOSTS = "ingress_hosts"
+
+
+def index_id(plural: str) -> str:
+    return f"owned_{plural}"
+
+
+def ingress_hosts(obj: dict) -> dict:
+    """Which Tenant's Ingress routes each host, and since when (first one keeps it)."""
+    meta = obj.get("metadata") or {}
+    tenant = (meta.get("labels") or {}).get(naming.LABEL_TENANT)
+    return {rule["host"]: (tenant, meta.get("creationTimestamp") or "")
+            for rule in (obj.get("spec") or {}).get("rules") or [] if rule.get("host")}
+
+
+def tenant_placement(obj: dict) -> dict:
+    """(backend, server) -> the Tenant (status.placement): what the automatic placement counts."""
+    placed = (obj.get("status") or {}).get("placement")
+    if not isinstance(placed, dict):
+        return {}
+    name = (obj.get("metadata") or {}).get("name")
+    return {(backend, server): name for backend, server in placed.items() if isinstance(server, str)}
+
+
+def watched_kinds(manager: str) -> list[Watched]:
+    """The one table of what the operator watches besides kopf's Tenants: every
+    owned kind (by tenant: the view of each object, kube/view.py), the hosts of
+    Ingresses, and the Tenants' placement."""
+    def owned(obj: dict) -> dict:
+        return {obj["metadata"]["labels"][naming.LABEL_TENANT]: view.compact(obj, manager)}
+
+    def essence(value: dict):
+        return value.get(view.VIEW_HASH)
+
+    out = []
+    for kind in KINDS.values():
+        if not kind.owned:
+            continue
+        indexers = [Indexer(index_id(kind.plural), owned, essence, wakes=True)]
+        if kind.kind == "Ingress":
+            indexers.append(Indexer(INGRESS_HOSTS, ingress_hosts))
+        out.append(Watched(kind.kind, OWNED_SELECTOR, tuple(indexers)))
+    out.append(Watched("Tenant", "", (Indexer(PLACEMENT_INDEX, tenant_placement),)))
+    return out
 
 
 def fingerprint(body: kopf.Body, live: dict, claims: dict) -> tuple:
@@ -87,10 +133,6 @@ def fingerprint(body: kopf.Body, live: dict, claims: dict) -> tuple:
             tuple(sorted((key, obj.get(view.VIEW_HASH) or (obj.get("metadata") or {}).get("resourceVersion"))
                          for key, obj in live.items())),
             tuple(sorted((host, tuple(c)) for host, c in claims.items())))
-
-
-def index_id(plural: str) -> str:
-    return f"owned_{plural}"
 
 
 def live_objects(tenant: str, indexes: dict) -> dict:
@@ -104,12 +146,9 @@ def live_objects(tenant: str, indexes: dict) -> dict:
 def domain_claims(body: dict, indexes: dict) -> dict[str, list[tuple[str, str]]]:
     """(tenant, ingress creationTimestamp) of every operator Ingress routing one of
     the Tenant's domains (looked up by host: no scan of all tenants)."""
-    index = indexes["ingress_hosts"]
+    index = indexes[INGRESS_HOSTS]
     hosts = (body.get("spec") or {}).get("domains") or []
     return {h.lower(): list(index.get(h.lower(), ())) for h in hosts if isinstance(h, str)}
-
-
-PLACEMENT_INDEX = "tenant_placement"
 
 
 def placement_members(body: dict, indexes: dict):
@@ -150,7 +189,7 @@ def quiet(result) -> bool:
     return not (result.writes or result.retry_after or result.waiting_on or result.pending_removals)
 
 
-async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: dict) -> None:
+async def reconcile_loop(state: State, name: str, body: dict, stopped) -> None:
     """One tenant's reconciles, one at a time: now, on every wake() (watch
     events of the Tenant and its objects), and at least every backend resync.
     A wake or drift timer whose inputs are those of the last quiet pass costs
@@ -159,6 +198,8 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
     loop = asyncio.get_running_loop()
     quiet_inputs: tuple | None = None
     resync_at = 0.0
+    indexes = state.cache.indexes
+    await state.cache.wait_synced()   # an unlisted object would look missing and be created again
     try:
         while not stopped:
             trigger.clear()
@@ -238,10 +279,12 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped, indexes: 
 DELETE_HANDLER_BUDGET = 300.0
 
 
-async def deletion(state: State, name: str, body: dict, indexes: dict) -> None:
+async def deletion(state: State, name: str, body: dict) -> None:
     """Waits out the grace period in-process, woken at once by changes to the
     Tenant (the purge-now annotation), so no polling writes are needed."""
     trigger = state.deletion_triggers.setdefault(name, asyncio.Event())
+    indexes = state.cache.indexes
+    await state.cache.wait_synced()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DELETE_HANDLER_BUDGET
     while True:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import inspect
 
 import kopf
-from tenant_operator import handlers  # noqa: F401  (importing registers the handlers)
-from tenant_operator.kube.client import OWNED
+from tenant_operator import (
+    handlers,  # noqa: F401  (importing registers the handlers)
+    runtime,
+)
+from tenant_operator.kube.client import KINDS, OWNED
 
 
 def _registered():
@@ -16,11 +19,27 @@ def _registered():
 
 
 def test_every_handler_is_async():
-    # kopf runs sync handlers in its own thread pool: for the per-event handlers
-    # of owned objects that is a thread hop per event, and wake() would set
+    # kopf runs sync handlers in its own thread pool: wake() would then set
     # asyncio events from a foreign thread. Blocking work goes to State.executor.
     found = {h.id: inspect.iscoroutinefunction(h.fn) for h in _registered()}
-    assert {"tenant_changed", "reconcile", "delete", "owned_secrets", "wake_secrets", "ingress_hosts",
-            "tenant_placement"} <= set(found)
-    assert len(found) == 2 * len(OWNED) + 5
+    assert set(found) == {"tenant_changed", "reconcile", "delete"}
     assert [h for h, is_async in found.items() if not is_async] == []
+
+
+def test_kopf_watches_tenants_only():
+    # Owned objects go to the operator's own watch cache: kopf would give each
+    # of them a worker and hold its raw body until every index is populated.
+    registry = kopf.get_default_registry()
+    assert registry._indexing.get_all_handlers() == []  # noqa: SLF001
+    assert {(h.selector.group, h.selector.any_name) for h in _registered()} == {("tenancy.dev", "tenants")}
+
+
+def test_watch_cache_covers_every_owned_kind_once():
+    watched = runtime.watched_kinds("tenant-operator")
+    kinds = [w.kind for w in watched]
+    assert sorted(kinds) == sorted([k.kind for k in KINDS.values() if k.owned] + ["Tenant"])
+    assert len({w.kind for w in watched}) == len(watched)
+    owned = {w.kind: w for w in watched if w.kind != "Tenant"}
+    assert len(owned) == len(OWNED)
+    assert all(w.label_selector == runtime.OWNED_SELECTOR for w in owned.values())
+    assert {ix.index for ix in owned["Ingress"].indexers} == {"owned_ingresses", runtime.INGRESS_HOSTS}

@@ -85,12 +85,13 @@ SOURCE = ROOT / "operator" / "tenant_operator"
 KUBE_CALL = re.compile(r"\bkube\.(\w+)\(\s*(?:\"(\w+)\")?")
 # Methods -> the verb the API server authorizes (patch_status: `patch` on <plural>/status).
 METHOD_VERBS = {"get": "get", "list": "list", "create": "create", "delete": "delete", "apply": "patch",
-                "patch_status": "patch", "replace": "update"}
+                "patch_status": "patch", "replace": "update", "list_page": "list", "watch": "watch"}
 # Methods of the client that send nothing to the API server.
 LOCAL_METHODS = {"check_owner", "guarded"}
 # The calls whose kind is not a literal; what they reach is derived from the rendered objects below.
 DYNAMIC_CALLS = {("reconciler.py", "apply"), ("reconciler.py", "create"), ("reconciler.py", "delete"),
-                 ("shards.py", "create"), ("shards.py", "replace")}
+                 ("shards.py", "create"), ("shards.py", "replace"),
+                 ("watchcache.py", "list_page"), ("watchcache.py", "watch")}
 
 
 def resource(kind: str) -> tuple[str, str]:
@@ -138,8 +139,10 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
         verbs |= {"patch", "create"}          # server-side apply; the namespace is created with POST
         if obj["metadata"]["labels"][naming.LABEL_COMPONENT] in PRUNABLE:
             verbs.add("delete")
-    for group, _version, plural in OWNED:
-        need.setdefault((group, plural), set()).update({"list", "watch"})
+    # The watch cache lists and watches every kind of runtime.watched_kinds().
+    from tenant_operator.runtime import watched_kinds
+    for watched in watched_kinds("tenant-operator"):
+        need.setdefault(resource(watched.kind), set()).update({"list", "watch"})
     # shards.py writes its Leases through create (a missing one) and replace (renew, take, give back).
     need.setdefault(resource("Lease"), set()).update({"create", "update"})
     return need

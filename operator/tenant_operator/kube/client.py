@@ -151,6 +151,17 @@ class Kube:
         query = {"labelSelector": label_selector} if label_selector else None
         return self._call("GET", KINDS[kind].path(namespace), query=query).get("items", [])
 
+    def list_page(self, kind: str, query: dict) -> dict:
+        """One page of a cluster-wide list (`limit` / `continue` in `query`), with its metadata."""
+        return self._call("GET", KINDS[kind].path(), query=query)
+
+    def watch(self, kind: str, query: dict, read_timeout: float):
+        """A cluster-wide watch: the streaming urllib3 response (one JSON event per line)."""
+        return self.api.call_api(
+            KINDS[kind].path(), "GET", query_params=[*query.items(), ("watch", "true")],
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+            _preload_content=False, _return_http_data_only=True, _request_timeout=(10, read_timeout))
+
     def delete(self, kind: str, name: str, namespace: str = "", propagation: str = "Background",
                lease: bool = False) -> bool:
         try:
