@@ -127,6 +127,19 @@ def test_the_view_hash_ignores_what_a_reconcile_does_not_read():
     assert compact(live, ME)[VIEW_HASH] != first
 
 
+def test_annotations_of_others_stay_out_when_we_manage_none():
+    from tenant_operator.kube.view import VIEW_HASH
+    live = _cronjob()
+    ours = live["metadata"]["managedFields"][0]
+    ours["fieldsV1"] = {**ours["fieldsV1"], "f:metadata": {
+        k: v for k, v in ours["fieldsV1"].get("f:metadata", {}).items() if k != "f:annotations"}}
+    first = compact(live, ME)
+    live["metadata"]["annotations"]["example.com/note"] = "x"
+    second = compact(live, ME)
+    assert "example.com/note" not in second["metadata"].get("annotations", {})
+    assert second[VIEW_HASH] == first[VIEW_HASH]
+
+
 def test_a_kept_secret_view_applies_again_without_its_view_keys():
     from tenant_operator.kube.view import VIEW_HASH, appliable
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"K": "dg=="},

@@ -99,7 +99,9 @@ def compact(obj: dict, manager: str) -> dict:
     else:
         view = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), FIELDS_HASH: fields_hash(body)}
     kept_meta = {k: meta[k] for k in KEEP_METADATA if k in meta}
-    ours = project(meta.get("annotations") or {}, (fields.get("f:metadata") or {}).get("f:annotations") or {})
+    # Only annotations we manage (project() keeps a value whole under an empty set: none of ours is not all).
+    our_keys = (fields.get("f:metadata") or {}).get("f:annotations")
+    ours = project(meta.get("annotations") or {}, our_keys) if our_keys else {}
     annotations = {**(ours if isinstance(ours, dict) else {}),
                    **{k: v for k, v in (meta.get("annotations") or {}).items() if k in KEEP_ANNOTATIONS}}
     if annotations:
