@@ -60,14 +60,8 @@ class State:
 
     async def await_ownership(self, body, trigger: asyncio.Event, stopped, timeout: float) -> None:
         """Wait for the tenant's shard to come to this replica (or a wake, or the timeout)."""
-        waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(self.shards.changed(timeout))]
-        if stopped is not None:
-            waiters.append(asyncio.ensure_future(stopped.wait()))
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+        await first_of(timeout, trigger.wait(), self.shards.changed(timeout),
+                       *([stopped.wait()] if stopped is not None else []))
 
     def wake(self, tenant: str) -> None:
         for triggers in (self.triggers, self.deletion_triggers):
@@ -162,13 +156,18 @@ def placement_members(body: dict, indexes: dict):
     return lambda backend, server: snapshot.get((backend, server), frozenset())
 
 
-async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(stopped.wait())]
+async def first_of(timeout: float, *waits) -> None:
+    """Return when the first of `waits` (coroutines) completes or `timeout` passes; cancel the rest."""
+    waiters = [asyncio.ensure_future(w) for w in waits]
     try:
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waiters:
             w.cancel()
+
+
+async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
+    await first_of(timeout, trigger.wait(), stopped.wait())
 
 
 def tenant_gone(state: State, name: str) -> bool:

@@ -72,3 +72,27 @@ def test_tenant_placement_and_ingress_hosts_reducers():
     ingress = {"metadata": {"labels": {"tenancy.dev/tenant": "acme"}, "creationTimestamp": "2026-01-01T00:00:00Z"},
                "spec": {"rules": [{"host": "a.example"}, {"http": {}}]}}
     assert runtime.ingress_hosts(ingress) == {"a.example": ("acme", "2026-01-01T00:00:00Z")}
+
+
+def test_first_of_returns_on_the_first_and_cancels_the_rest():
+    import asyncio
+
+    async def scenario():
+        fired, never = asyncio.Event(), asyncio.Event()
+        pending = []
+
+        async def track(event):
+            pending.append(asyncio.current_task())
+            await event.wait()
+
+        asyncio.get_running_loop().call_soon(fired.set)
+        await asyncio.wait_for(runtime.first_of(30, track(fired), track(never)), 5)
+        await asyncio.sleep(0)   # let the cancellation land
+        assert [t.cancelled() for t in pending] == [False, True]
+        # Nothing fires: the timeout ends it.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runtime.first_of(0.05, never.wait())
+        assert loop.time() - started >= 0.05
+
+    asyncio.run(scenario())
