@@ -92,6 +92,12 @@ class FakeMySQL:
         self.locked[user] = locked
         return changes
 
+    def revoke_owned_account(self, user, uid):
+        if user not in self.passwords or self.locked.get(user):
+            return []
+        self.locked[user] = True
+        return [f"revoked previous account {user}"]
+
 
 def tenant(**spec) -> dict:
     base = {"tier": "standard", "databases": ["auth"]}
