@@ -363,7 +363,8 @@ class RabbitMQBackend:
             return []
         changes: list[str] = []
         if info.get("password_hash"):
-            self._put(upath, {"password_hash": "", "tags": ",".join(_tag_list(info.get("tags")))})
+            # An empty hash is RabbitMQ's "no password": password logins are refused.
+            self._put(upath, {"password_hash": "", "tags": ",".join(_tag_list(info.get("tags")))})  # nosec B105
             changes.append(f"user {user} password removed")
         for perm in self._get(f"{upath}/permissions") or []:
             other = perm.get("vhost")
