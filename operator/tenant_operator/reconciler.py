@@ -347,7 +347,8 @@ class Reconciler:
             ready = desired["conditions"][0]
             result.events.append((kind, desired["phase"], ready["message"]))
         result.retry_after = self._backoff(name, failed)
-        due = self._rotation_due_in(backend_results) if deletion is None else None
+        # After a failure the backoff decides; a past-due revocation must not turn into a 1 s loop.
+        due = self._rotation_due_in(backend_results) if deletion is None and not failed else None
         if due is not None:
             result.retry_after = min(result.retry_after or due, due)
         if write.conflict and result.retry_after is None:
