@@ -240,3 +240,24 @@ def test_second_rotation_reuses_the_first_account_and_purge_removes_both(tenants
     assert not any(mysql_user_exists(u) for u in users["mysql"]), users["mysql"]
     assert not any(rabbit_user_exists(u) for u in users["rabbitmq"]), users["rabbitmq"]
     assert not any(minio_user_exists(u) for u in users["minio"]), users["minio"]
+
+
+def test_rotate_every_rotates_on_schedule_without_the_annotation(tenants, core):
+    _require_env()
+    name = tenants.create(unique("rot-every"), messaging={"queues": ["orders"]},
+                          credentials={"rotateEvery": "15s", "rotationOverlap": "3s"})
+    tenants.wait_phase(name, "Ready", READY_TIMEOUT)
+    ns = f"tenant-{name}"
+    first = secret_data(core, ns, "rabbitmq-credentials")
+
+    def rotated():
+        t = tenants.get(name)
+        record = ((t.get("status") or {}).get("credentials") or {}).get("rabbitmq") or {}
+        return record if record.get("rotatedAt") else None
+    record = wait_for(rotated, 60, what="a scheduled rotation recorded in status.credentials.rabbitmq")
+    assert "rotationToken" not in (tenants.get(name)["status"]["credentials"]), "no annotation was fulfilled"
+    now = secret_data(core, ns, "rabbitmq-credentials")
+    assert now["RABBITMQ_USERNAME"] != first["RABBITMQ_USERNAME"], record
+    assert amqp_refused(now) is None
+    wait_for(lambda: isinstance(amqp_refused(first), AMQP_REFUSALS), 30,
+             what="the first credential revoked after the overlap")
