@@ -16,6 +16,7 @@ class ComponentResult:
     status: dict = field(default_factory=dict)         # extra status fields (e.g. credentials.rotatedAt)
     events: list[tuple[str, str, str]] = field(default_factory=list)   # (type, reason, message)
     failed: bool = False                                # retry with backoff
+    due_at: float | None = None                         # unix time a pass is due (rotation, revocation)
 
 
 def live_secret_data(secret: dict | None) -> dict[str, str]:

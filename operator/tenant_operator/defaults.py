@@ -39,15 +39,18 @@ class SpecDefaults:
     retention_weekly: int = 12
     retention_monthly: int = 12
     grace_period: int = 720 * 3600     # seconds
+    rotate_every: int = 0              # seconds; 0: only the annotation rotates
+    rotation_overlap: int = 3600       # seconds the previous credential keeps working
 
 
 BUILT_IN = SpecDefaults()
 
-_SECTIONS = {"": {"tier", "podSecurity", "ingress", "backup", "deletion"},
+_SECTIONS = {"": {"tier", "podSecurity", "ingress", "backup", "deletion", "credentials"},
              "ingress.": {"className", "clusterIssuer", "service", "port"},
              "backup.": {"schedule", "retention"},
              "backup.retention.": {"daily", "weekly", "monthly"},
-             "deletion.": {"gracePeriod"}}
+             "deletion.": {"gracePeriod"},
+             "credentials.": {"rotateEvery", "rotationOverlap"}}
 
 
 def _section(raw, prefix: str) -> dict:
@@ -100,6 +103,19 @@ def _grace(raw: dict, legacy) -> int:
     return seconds
 
 
+def _duration(raw: dict, key: str, prefix: str, default: int) -> int:
+    value = raw.get(key)
+    if value is None:
+        return default
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"defaults.{prefix}{key}", str(exc)) from None
+    if seconds > contract.MAX_GRACE_SECONDS:
+        raise ConfigError(f"defaults.{prefix}{key}", f"{value!r} is longer than the maximum of 3650d (10 years)")
+    return seconds
+
+
 def from_dict(raw, legacy_grace_period=None) -> SpecDefaults:
     """The `defaults` section (None: the built-in values). `legacy_grace_period`
     is the top-level `defaultGracePeriod`, the older name of the grace default."""
@@ -108,6 +124,7 @@ def from_dict(raw, legacy_grace_period=None) -> SpecDefaults:
     backup = _section(top.get("backup"), "backup.")
     retention = _section(backup.get("retention"), "backup.retention.")
     deletion = _section(top.get("deletion"), "deletion.")
+    credentials = _section(top.get("credentials"), "credentials.")
     b = BUILT_IN
 
     def dns(v):
@@ -135,7 +152,13 @@ def from_dict(raw, legacy_grace_period=None) -> SpecDefaults:
         retention_monthly=_integer(retention, "monthly", "backup.retention.", b.retention_monthly, 0,
                                    RETENTION_MAX["monthly"]),
         grace_period=_grace(deletion, legacy_grace_period),
+        rotate_every=_duration(credentials, "rotateEvery", "credentials.", b.rotate_every),
+        rotation_overlap=_duration(credentials, "rotationOverlap", "credentials.", b.rotation_overlap),
     )
+    if out.rotate_every and out.rotate_every <= out.rotation_overlap:
+        raise ConfigError("defaults.credentials.rotateEvery", "must be longer than defaults.credentials."
+                                                              "rotationOverlap (a rotation waits out the overlap "
+                                                              "of the one before)")
     if not (out.retention_daily or out.retention_weekly or out.retention_monthly):
         raise ConfigError("defaults.backup.retention", "keeps nothing: set at least one of daily, weekly, monthly")
     return out

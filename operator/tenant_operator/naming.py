@@ -112,6 +112,16 @@ def mysql_user(tenant: str, service: str) -> str:
     return _shorten(full, MYSQL_USER_MAX, "_", "_user", _mysql_hash(full))
 
 
+def mysql_user_alternate(user: str) -> str:
+    """The second account of a MySQL user, used alternately with it so a rotation
+    never cuts off a running client: `<user>_b`, shortened like `mysql_user`.
+    It never equals a primary user (those end in `_user`, this in `_b`), and a
+    shortened one never equals an unshortened one (the hash segment starts with
+    a digit, a user's `user` segment with a letter)."""
+    full = f"{user}_b"
+    return _shorten(full, MYSQL_USER_MAX, "_", "_b", _mysql_hash(full))
+
+
 def db_secret(service: str) -> str:
     return f"{service}-db-credentials"
 
@@ -157,6 +167,13 @@ def backup_policy(tenant: str) -> str:
     return shorten(f"backup-{tenant}", 64)
 
 
+def storage_alternate(name: str) -> str:
+    """The second storage user (or its policy) of `name`, used alternately with it
+    for rotation: `<name>_b`. Tenant names have no '_', so it is never another
+    tenant's user or policy."""
+    return shorten(f"{name}_b", 64, "_", "_b")
+
+
 # Where a bucket's contents are archived in the tenant's backups bucket: archive/<bucket>/<key>.
 ARCHIVE_PREFIX = "archive/"
 
@@ -178,6 +195,12 @@ def vhost(tenant: str) -> str:
 
 def rabbitmq_user(tenant: str) -> str:
     return tenant
+
+
+def rabbitmq_user_alternate(tenant: str) -> str:
+    """The second RabbitMQ user of the tenant, used alternately with the first for
+    rotation: `<tenant>_b` (tenant names have no '_': never another tenant's user)."""
+    return f"{rabbitmq_user(tenant)}_b"
 
 
 def events_exchange(tenant: str) -> str:

@@ -87,6 +87,18 @@ def _refused(exc: Exception) -> bool:
     return isinstance(exc, ApiException) and exc.status in (400, 422)
 
 
+def merged_credentials(current, produced: dict, failed: bool) -> dict:
+    """status.credentials after a pass: each backend's record replaced by the one
+    it produced, the others kept. The tenant-wide rotationToken and rotatedAt say
+    the annotation's rotation is done, so they move only when no backend failed."""
+    out = dict(current) if isinstance(current, dict) else {}
+    for key, value in produced.items():
+        if key in ("rotationToken", "rotatedAt") and failed:
+            continue
+        out[key] = value
+    return out
+
+
 class Reconciler:
     def __init__(self, cfg: OperatorConfig, kube: Kube, backends: list | None = None):
         self.cfg = cfg
@@ -274,7 +286,7 @@ class Reconciler:
                 if res.condition.reason == "BackendUnavailable":
                     result.waiting_on.add(res.component)
                 for key, value in res.status.items():
-                    if key == "pendingRemovals":
+                    if key in ("pendingRemovals", "credentials"):
                         extra_status.setdefault(key, {}).update(value)
                     else:
                         extra_status[key] = value
@@ -310,9 +322,9 @@ class Reconciler:
                     errors[res.component])
         failed |= bool(errors)
 
-        if failed:
-            # A rotation counts as done only when every backend rotated.
-            extra_status.pop("credentials", None)
+        credentials = extra_status.pop("credentials", None)
+        if credentials:
+            extra_status["credentials"] = merged_credentials(current.get("credentials"), credentials, failed)
         result.pending_removals = bool(extra_status.get("pendingRemovals"))
         if "namespace" not in errors:
             # Merge-patch null removes the field once nothing is pending any more.
@@ -335,10 +347,24 @@ class Reconciler:
             ready = desired["conditions"][0]
             result.events.append((kind, desired["phase"], ready["message"]))
         result.retry_after = self._backoff(name, failed)
+        # After a failure the backoff decides; a past-due revocation must not turn into a 1 s loop.
+        due = self._rotation_due_in(backend_results) if deletion is None and not failed else None
+        if due is not None:
+            result.retry_after = min(result.retry_after or due, due)
         if write.conflict and result.retry_after is None:
             # A newer Tenant exists; its watch event wakes the next pass, this is the fallback.
             result.retry_after = CONFLICT_RETRY_SECONDS
         return result
+
+    def _rotation_due_in(self, results: list[ComponentResult]) -> float | None:
+        """Seconds until a backend's rotation or revocation is due, when that comes
+        before the backend resync that would otherwise find it (see runtime: a
+        quiet tenant's passes are skipped until then)."""
+        times = [r.due_at for r in results if r.due_at is not None]
+        if not times:
+            return None
+        wait = max(1.0, min(times) - time.time())
+        return wait if wait <= 2 * self.cfg.backend_resync_interval else None
 
     def _place(self, body: dict, live: dict[Key, dict], t: spec.Tenant,
                placed: placement_mod.Members | None) -> spec.Tenant | None:

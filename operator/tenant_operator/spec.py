@@ -95,6 +95,12 @@ class Deletion:
 
 
 @dataclass(frozen=True)
+class Credentials:
+    rotate_every: int = BUILT_IN.rotate_every           # seconds; 0: only the annotation rotates
+    rotation_overlap: int = BUILT_IN.rotation_overlap   # seconds the previous credential keeps working
+
+
+@dataclass(frozen=True)
 class Tenant:
     name: str
     namespace: str
@@ -121,6 +127,7 @@ class Tenant:
     backup: Backup = field(default_factory=Backup)
     suspended: bool = False
     deletion: Deletion = field(default_factory=Deletion)
+    credentials: Credentials = field(default_factory=Credentials)
     generation: int = 0
     rotate_token: str = ""       # value of the rotate-credentials annotation
     purge_now: bool = False
@@ -313,6 +320,29 @@ def _backup(spec: dict, defaults: SpecDefaults) -> Backup:
                   schedule=schedule, retention=Retention(**values))
 
 
+def _duration_field(raw: dict, key: str, path: str, default: int) -> int:
+    value = raw.get(key)
+    if value is None:
+        return default
+    field_path = f"{path}.{key}"
+    if not isinstance(value, str) or not (value and contract.GRACE_PERIOD_RE.fullmatch(value)):
+        raise SpecError(field_path, f"invalid duration {value!r}: use e.g. 2160h, 90d, 1h30m, 45s")
+    seconds = parse_duration(value)
+    if seconds > contract.MAX_GRACE_SECONDS:
+        raise SpecError(field_path, f"{value!r} is longer than the maximum of 3650d (10 years)")
+    return seconds
+
+
+def _credentials(spec: dict, defaults: SpecDefaults) -> Credentials:
+    raw = _get(spec, "credentials", "spec", dict, {})
+    every = _duration_field(raw, "rotateEvery", "spec.credentials", defaults.rotate_every)
+    overlap = _duration_field(raw, "rotationOverlap", "spec.credentials", defaults.rotation_overlap)
+    if every and every <= overlap:
+        raise SpecError("spec.credentials.rotateEvery", f"must be longer than rotationOverlap ({overlap}s): a "
+                                                        "rotation waits out the overlap of the one before")
+    return Credentials(rotate_every=every, rotation_overlap=overlap)
+
+
 def _deletion(spec: dict, config: OperatorConfig) -> Deletion:
     raw = _get(spec, "deletion", "spec", dict, {})
     grace = raw.get("gracePeriod")
@@ -459,6 +489,7 @@ def parse(obj: dict, config: OperatorConfig) -> Tenant:
         backup=backup,
         suspended=_get(spec, "suspended", "spec", bool, False),
         deletion=_deletion(spec, config),
+        credentials=_credentials(spec, config.defaults),
         generation=int(meta.get("generation") or 0),
         rotate_token=str(annotations.get(naming.ANNOTATION_ROTATE, "")),
         purge_now=flag(annotations, naming.ANNOTATION_PURGE_NOW),

@@ -129,6 +129,12 @@ MALFORMED: list[Case] = [
     Case("grace-hours-over-ten-years", _spec(deletion={"gracePeriod": "87600h1s"}), "spec.deletion.gracePeriod",
          "at most 3650d"),
     Case("deletion-policy", _spec(deletion={"policy": "Orphan"}), "spec.deletion.policy", "spec.deletion.policy"),
+    Case("rotate-every-word", _spec(credentials={"rotateEvery": "quarterly"}), "spec.credentials.rotateEvery",
+         "spec.credentials.rotateEvery"),
+    Case("rotation-overlap-number", _spec(credentials={"rotationOverlap": 5}), "spec.credentials.rotationOverlap",
+         "spec.credentials.rotationOverlap"),
+    Case("rotate-every-over-ten-years", _spec(credentials={"rotateEvery": "3651d"}), "spec.credentials.rotateEvery",
+         "at most 3650d"),
     Case("pod-security", _spec(podSecurity="lenient"), "spec.podSecurity", "spec.podSecurity"),
     # only the operator can know (its config)
     Case("placement-unknown", _spec(databases=["auth"], placement={"mysql": "decommissioned"}),
@@ -141,6 +147,9 @@ MALFORMED: list[Case] = [
     Case("policy-system-group", _spec(admins=[{"kind": "Group", "name": "system:unauthenticated"}]),
          "spec.admins[0].name", None),
     Case("policy-public-suffix-wildcard", _spec(domains=["*.co.uk"]), "spec.domains[0]", None),
+    # Durations compared with each other (and with the operator's default overlap): the operator's check.
+    Case("rotate-every-within-overlap", _spec(credentials={"rotateEvery": "30m"}), "spec.credentials.rotateEvery",
+         None),
 ]
 
 # Admitted by the API server and parsed by the operator: edges a careless
@@ -154,6 +163,8 @@ VALID: list[Case] = [
     Case("cron-names-and-question-mark", _spec(backup={"schedule": "30 1 ? JAN,jul mon-fri"}), "", ""),
     Case("grace-ten-years", _spec(deletion={"gracePeriod": "3650d"}), "", ""),
     Case("grace-mixed-units", _spec(deletion={"gracePeriod": "1d12h30m15s"}), "", ""),
+    Case("rotation-90-days-overlap-30m", _spec(credentials={"rotateEvery": "2160h", "rotationOverlap": "30m"}),
+         "", ""),
     Case("user-with-spaces", _spec(admins=[{"kind": "User", "name": "Alice Smith"}]), "", ""),
     Case("limits-in-order", _spec(limits={"min": {"cpu": "50m"}, "defaultRequest": {"cpu": "100m"},
                                           "default": {"cpu": 1}, "max": {"cpu": "2"}}), "", ""),

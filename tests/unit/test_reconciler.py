@@ -12,6 +12,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 from tenant_operator import config, naming, render
 from tenant_operator.backends.mysql.component import MySQLComponent
+from tenant_operator.components import live_secret_data
 from tenant_operator.errors import BackendUnavailable
 from tenant_operator.reconciler import Reconciler
 
@@ -92,6 +93,12 @@ class FakeMySQL:
         self.locked[user] = locked
         return changes
 
+    def revoke_owned_account(self, user, uid):
+        if user not in self.passwords or self.locked.get(user):
+            return []
+        self.locked[user] = True
+        return [f"revoked previous account {user}"]
+
 
 def tenant(**spec) -> dict:
     base = {"tier": "standard", "databases": ["auth"]}
@@ -116,6 +123,11 @@ def body_with_status(kube, body):
     b = copy.deepcopy(body)
     b["status"] = copy.deepcopy(kube.status)
     return b
+
+
+def secret_data(kube) -> dict:
+    obj = kube.objects[("v1", "Secret", "tenant-acme", "auth-db-credentials")]
+    return live_secret_data(obj)
 
 
 def secret_password(kube) -> str:
@@ -166,6 +178,22 @@ def test_rotation_annotation_rotates_once(world):
     assert rotated != old and kube.status["credentials"]["rotationToken"] == "r1"
     rec.reconcile(body_with_status(kube, body), dict(kube.objects))
     assert secret_password(kube) == rotated                 # same token: no second rotation
+
+
+def test_rotation_moves_to_the_second_account_and_schedules_the_revocation(world):
+    kube, rec, fake = world
+    rec.reconcile(tenant(), {})
+    first = secret_data(kube)
+    body = tenant(credentials={"rotationOverlap": "90s"})
+    body["metadata"]["annotations"] = {naming.ANNOTATION_ROTATE: "r1"}
+    result = rec.reconcile(body_with_status(kube, body), dict(kube.objects))
+    second = secret_data(kube)
+    assert second["DB_USERNAME"] == naming.mysql_user_alternate(first["DB_USERNAME"])
+    assert fake.passwords[first["DB_USERNAME"]] == first["DB_PASSWORD"], "the previous account still works"
+    record = kube.status["credentials"]["mysql"]
+    assert record["rotationToken"] == "r1" and record["previousRevokeAt"]
+    assert result.retry_after is not None and 80 <= result.retry_after <= 90, "a pass when the revocation is due"
+    assert not fake.locked.get(first["DB_USERNAME"])
 
 
 def test_backend_outage_keeps_secret_and_reports(world):

@@ -8,8 +8,11 @@ A component turns the Tenant model into backend state (through its backend's
 - a credential is generated once (`secrets`), then read back from its Secret;
   a deleted Secret yields a new credential that is set on the backend BEFORE
   the Secret is written, so the Secret never disagrees with the backend;
-- the rotate annotation (`tenancy.dev/rotate-credentials`) rotates when its
-  value differs from `status.credentials.rotationToken`;
+- a rotation (the `tenancy.dev/rotate-credentials` annotation with a new
+  value, or `spec.credentials.rotateEvery`) switches each credential to the
+  second account of its pair and revokes the previous one after the overlap
+  (rotation.py); the component is told whether to rotate and what to do with
+  the idle accounts (`idle_policy`), and the status record is kept here;
 - backend calls are skipped while nothing relevant changed (same generation,
   rotation token, Secret versions) and the last full check is younger than
   `backendResyncInterval`: drift checks of a quiet tenant stay cheap;
@@ -37,7 +40,7 @@ from datetime import UTC, datetime
 
 from kubernetes.client.rest import ApiException
 
-from tenant_operator import naming, render
+from tenant_operator import naming, render, rotation
 from tenant_operator.components import ComponentResult, live_secret_data
 from tenant_operator.config import OperatorConfig
 from tenant_operator.errors import BackendUnavailable, ConfigError
@@ -59,21 +62,24 @@ def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
-def rotation_requested(t: Tenant, current_status: dict) -> bool:
-    done = (current_status.get("credentials") or {}).get("rotationToken", "")
-    return bool(t.rotate_token) and t.rotate_token != done
+def rotation_requested(t: Tenant, current_status: dict, backend: str = "") -> bool:
+    """The annotation asks `backend` (any backend: "") for a rotation it has not done."""
+    return rotation.requested(t, current_status, backend)
 
 
-def credentials_since(secrets: list[dict], current_status: dict) -> float | None:
+def credentials_since(secrets: list[dict], current_status: dict, backend: str = "") -> float | None:
     """Unix time of the oldest credential among `secrets`: the oldest Secret's
-    creation (a credential is generated with its Secret), or the tenant's last
-    rotation when later (a rotation renews them all). None without a Secret."""
+    creation (a credential is generated with its Secret), or the last rotation
+    (tenant-wide, or of `backend`) when later (a rotation renews them all).
+    None without a Secret."""
     created = [_unix(o["metadata"]["creationTimestamp"])
                for o in secrets if (o.get("metadata") or {}).get("creationTimestamp")]
     if not created:
         return None
-    rotated = ((current_status or {}).get("credentials") or {}).get("rotatedAt")
-    return max(min(created), _unix(rotated)) if rotated else min(created)
+    credentials = (current_status or {}).get("credentials") or {}
+    rotated = [_unix(v) for v in (credentials.get("rotatedAt"),
+                                  rotation.entry(current_status, backend).get("rotatedAt") if backend else None) if v]
+    return max([min(created), *rotated])
 
 
 def _unix(value) -> float:
@@ -180,7 +186,8 @@ class BackendComponent(Component):
         return (t.generation, t.suspended, rotate, t.rotate_token, versions, t.uid)
 
     def _publish_credentials_age(self, t: Tenant, live: dict, current_status: dict, terminating: bool) -> None:
-        since = None if terminating else credentials_since(list(self._secrets(t, live).values()), current_status)
+        since = None if terminating else credentials_since(list(self._secrets(t, live).values()), current_status,
+                                                           self.backend_name)
         if since is None:
             # No credential to renew, or one that is revoked with its tenant.
             with contextlib.suppress(KeyError):
@@ -193,7 +200,10 @@ class BackendComponent(Component):
         if not self.wanted(t) and not self._secrets(t, live):
             self._cache.pop(t.name, None)
             return None
-        rotate = rotation_requested(t, current_status)
+        now = rotation.now_utc()
+        record = rotation.entry(current_status, self.backend_name)
+        secrets_since = credentials_since(list(self._secrets(t, live).values()), current_status)
+        rotate = not terminating and rotation.due(t, current_status, self.backend_name, secrets_since, now)
         key = (*self._key(t, list(self._secrets(t, live).values()), rotate), terminating)
         cached = self._cache.get(t.name)
         if cached is None:
@@ -203,15 +213,17 @@ class BackendComponent(Component):
                 # against it within one resync interval, spread so they do not come at once.
                 aged = time.monotonic() - random.uniform(0.0, self.cfg.backend_resync_interval)  # nosec B311
                 self._cache[t.name] = (key, aged, vouched)
-                return vouched
+                return self._scheduled(t, vouched, record, secrets_since)
         if cached and cached[0] == key and time.monotonic() - cached[1] < self.cfg.backend_resync_interval \
                 and not cached[2].failed and self._secrets_present(cached[2], live) \
-                and not removal_due(cached[2].status):
+                and not removal_due(cached[2].status) and not rotation.revoke_due(record, now):
             # Same outcome as last time, but its events were already posted.
-            return dataclasses.replace(cached[2], events=[])
+            return self._scheduled(t, dataclasses.replace(cached[2], events=[]), record, secrets_since)
+        converged = False
         try:
             BACKEND_SYNCS.labels(self.backend_name).inc()
             result = self.converge(t, live, rotate, terminating, current_status)
+            converged = True
         except NameConflict as exc:
             result = ComponentResult(component=self.component,
                                      condition=Condition(self.condition_type, False, "NameConflict", str(exc)),
@@ -231,13 +243,36 @@ class BackendComponent(Component):
             result = ComponentResult(component=self.component,
                                      condition=Condition(self.condition_type, False, "NotConfigured", str(exc)),
                                      objects=list(self._secrets(t, live).values()), failed=False)
-        if rotate and not result.failed:
-            result.status["credentials"] = {"rotationToken": t.rotate_token, "rotatedAt": now_iso()}
-            CREDENTIALS_ROTATED.labels(t.name, self.backend_name).set(time.time())
-            result.events.append(("Normal", "CredentialsRotated", f"{self.backend_name} credentials rotated"))
+        if converged and not terminating:
+            # Also when part of it failed (a name conflict): the Secrets it switched stay switched.
+            done = rotation.after(t, record, rotate, now)
+            credentials = {self.backend_name: done} if done else {}
+            if rotate:
+                if rotation.requested(t, current_status, self.backend_name):
+                    # Tenant-wide: kept only when every backend rotated (reconciler).
+                    credentials.update(rotationToken=t.rotate_token, rotatedAt=now_iso())
+                CREDENTIALS_ROTATED.labels(t.name, self.backend_name).set(time.time())
+                overlap = t.credentials.rotation_overlap
+                result.events.append(("Normal", "CredentialsRotated", f"{self.backend_name} credentials rotated; "
+                                      + (f"the previous ones are revoked at {done['previousRevokeAt']}"
+                                         if overlap else "the previous ones are revoked")))
+            if credentials:
+                result.status["credentials"] = credentials
         # Remembered under the key the next pass will see: the Secrets as this pass leaves them.
         after = (*self._key(t, result.objects, rotate and result.failed), terminating)
         self._cache[t.name] = (after, time.monotonic(), result)
+        return self._scheduled(t, result, record, secrets_since)
+
+    def idle_policy(self, t: Tenant, current_status: dict | None, rotate: bool) -> str:
+        """What converge does with the idle account of each pair: rotation.KEEP or REVOKE."""
+        return rotation.previous_policy(t, rotation.entry(current_status, self.backend_name), rotate,
+                                        rotation.now_utc())
+
+    def _scheduled(self, t: Tenant, result: ComponentResult, record: dict,
+                   secrets_since: float | None) -> ComponentResult:
+        """The result with the time its backend next needs a pass (rotation.next_due)."""
+        done = (result.status.get("credentials") or {}).get(self.backend_name, record)
+        result.due_at = rotation.next_due(t, done, secrets_since)
         return result
 
     def _vouched_for(self, t: Tenant, live: dict, current_status: dict, rotate: bool,

@@ -512,6 +512,34 @@ class MySQLBackend:
             log.info("mysql %s: dropped %s %s (recorded for UID %s)", self.server.name, kind, name, uid)
         return dropped
 
+    def revoke_owned_account(self, user: str, uid: str) -> list[str]:
+        """Lock the idle account of a rotated pair and end its open sessions, if the
+        bookkeeping records it for `uid` (an account never created stays absent).
+        Locked, not dropped: its grants and its bookkeeping row stay for the next
+        rotation, which sets a new password before it unlocks it. Returns the changes."""
+        user_q = _user_name(user)
+        host = self.server.user_host
+
+        def op(s: _Session) -> list[str]:
+            row = self._owned_row(s, "user", user)
+            state = self._user_state(s, user)
+            if row is None or row.uid != uid or state is None:
+                return []
+            changes = []
+            if not state.locked:
+                s.rows(f"ALTER USER {user_q}@%s ACCOUNT LOCK", (host,))
+                changes.append(f"revoked previous account {user}")
+            # A lock refuses new logins only: sessions opened before it are ended too.
+            killed = self._kill_sessions(s, user)
+            if killed:
+                changes.append(f"ended {killed} session(s) of previous account {user}")
+            return changes
+
+        changes = self._run(f"revoke account {user}", op)
+        if changes:
+            log.info("mysql %s: %s", self.server.name, ", ".join(changes))
+        return changes
+
     def set_password(self, user: str, password: str) -> None:
         """Set the user's password (always writes)."""
         user_q = _user_name(user)

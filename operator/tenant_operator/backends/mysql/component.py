@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
-from tenant_operator import naming, ownership
+from tenant_operator import naming, ownership, rotation
 from tenant_operator.backends.base import BackendComponent, new_password
 from tenant_operator.components import ComponentResult
 from tenant_operator.errors import ConfigError
@@ -20,6 +20,18 @@ log = logging.getLogger(__name__)
 DB_ANNOTATION_DATABASE = "tenancy.dev/mysql-database"
 DB_ANNOTATION_USER = "tenancy.dev/mysql-user"
 DB_ANNOTATION_SERVER = "tenancy.dev/mysql-server"
+
+
+def primary_user(tenant: str, service: str, recorded: list[str]) -> str:
+    """The first account of a service's pair. Names recorded when they were
+    created win over derived ones (a change in how names are derived never
+    orphans a user); of two recorded, the first is the one whose alternate the
+    other is."""
+    derived = naming.mysql_user(tenant, service)
+    if not recorded or derived in recorded or naming.mysql_user_alternate(derived) in recorded:
+        return derived
+    firsts = [u for u in sorted(recorded) if all(naming.mysql_user_alternate(o) != u for o in recorded)]
+    return firsts[0] if firsts else sorted(recorded)[0]
 
 
 class MySQLComponent(BackendComponent):
@@ -65,19 +77,28 @@ class MySQLComponent(BackendComponent):
             if t.uid else {}
         # Names recorded when they were created win over derived ones: a change
         # in how names are derived never orphans an existing database.
-        recorded = {(r.service, r.kind): r.name for r in owned.get(server.name, [])} if server else {}
+        rows = owned.get(server.name, []) if server else []
+        recorded = {(r.service, r.kind): r.name for r in rows if r.kind == "database"}
+        idle_policy = self.idle_policy(t, current_status, rotate)
         for service in t.databases:
             db = recorded.get((service, "database")) or naming.mysql_database(t.name, service)
-            user = recorded.get((service, "user")) or naming.mysql_user(t.name, service)
+            primary = primary_user(t.name, service, [r.name for r in rows if r.service == service and r.kind == "user"])
             name = naming.db_secret(service)
             data = self.read_secret(t, live, name)
+            # The Secret names the account in use; a rotation moves to the other one.
+            user, idle = rotation.pick(primary, naming.mysql_user_alternate(primary), data.get("DB_USERNAME", ""))
             password = data.get("DB_PASSWORD", "")
-            if rotate or not password:
+            if rotate:
+                user, idle, password = idle, user, ""
+            if not password:
                 password = new_password()
+            client = self.client(server.name)
             try:
-                made = self.client(server.name).ensure_account(
+                made = client.ensure_account(
                     db, user, password, max_user_connections=t.mysql_max_user_connections, locked=t.suspended,
                     owner=Owner(t.name, t.uid, service, t.adopt_existing))
+                if idle_policy == rotation.REVOKE or t.suspended:
+                    made += client.revoke_owned_account(idle, t.uid)
             except NameConflict as exc:
                 conflicts.append(str(exc))
                 kept = self._secrets(t, live).get(name)
@@ -128,7 +149,7 @@ class MySQLComponent(BackendComponent):
                 by_service.setdefault(row.service, []).append(row)
             for service, svc_rows in sorted(by_service.items()):
                 db = next((r.name for r in svc_rows if r.kind == "database"), "")
-                user = next((r.name for r in svc_rows if r.kind == "user"), "")
+                users = [r.name for r in svc_rows if r.kind == "user"]   # both accounts of the pair
                 secret = self._secrets(t, live).get(naming.db_secret(service))
                 if secret is not None:
                     objects.append(secret)   # kept until the database goes: re-adding restores it as it was
@@ -139,10 +160,10 @@ class MySQLComponent(BackendComponent):
                     purge_after = iso_time(now + timedelta(seconds=t.deletion.grace_period))
                     for row in svc_rows:
                         client.mark(row.kind, row.name, t.uid, ownership.PENDING, purge_after)
-                    if user:
+                    for user in users:
                         client.lock(user, True)
                     events.append(("Warning", "DatabasePendingRemoval",
-                                   f"{service}: database {db} removed from spec.databases; its user is locked and "
+                                   f"{service}: database {db} removed from spec.databases; its users are locked and "
                                    f"the data is kept until {purge_after} (re-add the service to keep it)"))
                 if now < parse_time(purge_after):
                     pending.append({"service": service, "database": db, "server": server_name,
@@ -156,7 +177,7 @@ class MySQLComponent(BackendComponent):
                                     "purgeAfter": purge_after, "waitingOn": f"final dump failed: {exc}"[:300]})
                     events.append(("Warning", "FinalBackupFailed", f"{service}: {exc}"[:500]))
                     continue
-                if user:
+                for user in users:
                     client.drop_owned("user", user, t.uid)
                 if t.deletion.policy == "Delete":
                     if db:
@@ -167,7 +188,7 @@ class MySQLComponent(BackendComponent):
                     if db:
                         client.mark("database", db, t.uid, ownership.RETAINED)
                     events.append(("Normal", "DatabaseRetained", f"{service}: kept {db} (final dump {key}; "
-                                   "deletion policy Retain); its user was dropped"))
+                                   "deletion policy Retain); its users were dropped"))
                 if secret is not None:
                     objects.remove(secret)
         return pending

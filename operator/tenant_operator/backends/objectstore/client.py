@@ -112,6 +112,7 @@ class ObjectStore(Protocol):
                     adopt: bool = False) -> tuple[Credentials, list[str]]: ...
     def user_owner(self, user: str, policy_name: str) -> tuple[bool, str]: ...
     def rotate(self, user: str, current: Credentials | None) -> Credentials: ...
+    def disable_user(self, user: str, policy_name: str, owner_uid: str) -> list[str]: ...
     def delete_user(self, user: str, policy_name: str) -> bool: ...
     def ensure_backups_lifecycle(self, bucket: str, days: int, *, purged: bool = False,
                                  archive_days: int | None = None) -> list[str]: ...
@@ -667,6 +668,22 @@ class MinioStore:
             doc = self._policy_doc(policy_name)
             return (doc is not None or self._user_info(user) is not None), ownership.policy_owner(doc)
 
+    def disable_user(self, user: str, policy_name: str, owner_uid: str) -> list[str]:
+        """Disable the idle user of a rotated pair if its policy is marked for
+        `owner_uid` (an absent user stays absent). Kept, policy and all, for the
+        next rotation, which sets a new secret and enables it."""
+        validate_user_name(user)
+        validate_user_name(policy_name, "policy name")
+        with self._guard(f"disabling user {user}"):
+            info = self._user_info(user)
+            if info is None or ownership.policy_owner(self._policy_doc(policy_name)) != ownership.uid_hex(owner_uid):
+                return []
+            if info.get("status") != "enabled":
+                return []
+            self._admin.user_disable(user)
+        log.info("objectstorage: user %s disabled", user)
+        return [f"user {user} disabled"]
+
     def rotate(self, user: str, current: Credentials | None) -> Credentials:
         validate_user_name(user)
         with self._guard(f"rotating credentials of user {user}"):
@@ -1009,6 +1026,24 @@ class S3IamStore:
         if status != "Active":
             self._iam.update_access_key(UserName=user, AccessKeyId=creds.access_key, Status=status)
         return creds
+
+    def disable_user(self, user: str, policy_name: str, owner_uid: str) -> list[str]:
+        """Deactivate the access keys of the idle user of a rotated pair, if it is
+        tagged for `owner_uid`."""
+        validate_user_name(user)
+        validate_user_name(policy_name, "policy name")
+        changes = []
+        with self._guard(f"disabling user {user}", iam=True):
+            found = self._user(user)
+            if found is None or _tag_owner(found) != ownership.uid_hex(owner_uid):
+                return []
+            for key in self._keys(user):
+                if key.get("Status") != "Inactive":
+                    self._iam.update_access_key(UserName=user, AccessKeyId=key["AccessKeyId"], Status="Inactive")
+                    changes.append(f"access key {key['AccessKeyId']} of user {user} set Inactive")
+        for change in changes:
+            log.info("objectstorage: %s", change)
+        return changes
 
     def rotate(self, user: str, current: Credentials | None) -> Credentials:
         validate_user_name(user)

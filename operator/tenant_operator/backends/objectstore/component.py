@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from tenant_operator import naming, ownership
+from tenant_operator import naming, ownership, rotation
 from tenant_operator.backends.base import BackendComponent
 from tenant_operator.components import ComponentResult
 from tenant_operator.errors import BackendUnavailable, ConfigError
@@ -15,6 +15,9 @@ from tenant_operator.spec import Tenant
 from tenant_operator.status import Condition, now_iso
 
 log = logging.getLogger(__name__)
+
+# On the credentials Secrets: which storage user of the pair their keys belong to.
+STORAGE_USER_ANNOTATION = "tenancy.dev/storage-user"
 
 
 class ObjectStorageComponent(BackendComponent):
@@ -168,14 +171,16 @@ class ObjectStorageComponent(BackendComponent):
         location = {"S3_ENDPOINT": cfg.tenant_endpoint, "S3_REGION": cfg.region, "S3_BACKUPS_BUCKET": backups}
         # The application's key reads its backups but cannot write or delete one;
         # only the backup Jobs' key (a Secret of its own) writes them.
-        creds = self._user(t, live, rotate, name, naming.storage_user(t.name), naming.storage_policy(t.name),
-                           all_buckets, changes, read_only=(backups,))
+        idle_policy = self.idle_policy(t, current_status, rotate)
+        creds_user, creds = self._user(t, live, rotate, idle_policy, name, naming.storage_user(t.name),
+                                       naming.storage_policy(t.name), all_buckets, changes, read_only=(backups,))
         secret_data = {**location, "S3_BUCKETS": ",".join(buckets.values()),
                        "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
         for short, full in buckets.items():
             secret_data[naming.bucket_env_key(short)] = full
-        backup_creds = self._user(t, live, rotate, naming.BACKUP_SECRET, naming.backup_user(t.name),
-                                  naming.backup_policy(t.name), [backups], changes, protected=(backups,))
+        backup_user, backup_creds = self._user(t, live, rotate, idle_policy, naming.BACKUP_SECRET,
+                                               naming.backup_user(t.name), naming.backup_policy(t.name), [backups],
+                                               changes, protected=(backups,))
         backup_data = {**location, "AWS_ACCESS_KEY_ID": backup_creds.access_key,
                        "AWS_SECRET_ACCESS_KEY": backup_creds.secret_key}
         if changes:
@@ -189,25 +194,37 @@ class ObjectStorageComponent(BackendComponent):
             cond = Condition(self.condition_type, True, "Provisioned",
                              f"{len(all_buckets)} bucket(s) on {store.backend}" +
                              (f", quota {quota_gib} GiB each" if quota else ""))
-        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data),
-                                                             self.secret(t, naming.BACKUP_SECRET, backup_data)],
+        return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data, {
+                                   STORAGE_USER_ANNOTATION: creds_user}), self.secret(
+                                   t, naming.BACKUP_SECRET, backup_data, {STORAGE_USER_ANNOTATION: backup_user})],
                                events=events, status={"pendingRemovals": {"buckets": pending}} if pending else {})
 
-    def _user(self, t: Tenant, live: dict, rotate: bool, secret: str, user: str, policy: str, buckets: list[str],
-              changes: list[str], **access) -> object:
-        """The storage user whose keys the Secret `secret` carries, as wanted."""
+    def _user(self, t: Tenant, live: dict, rotate: bool, idle_policy: str, secret: str, user: str, policy: str,
+              buckets: list[str], changes: list[str], **access) -> tuple[str, object]:
+        """The storage user whose keys the Secret `secret` carries, as wanted: the
+        one of the pair (`user`, `<user>_b`) the Secret names, or the other one
+        after a rotation. Returns (user, its credentials)."""
         from tenant_operator.backends.objectstore.client import Credentials
         data = self.read_secret(t, live, secret)
+        secret_obj = self._secrets(t, live).get(secret) or {}
+        # The access key is the user name on MinIO, not on IAM: the Secret's annotation says which user it is.
+        named = ((secret_obj.get("metadata") or {}).get("annotations") or {}).get(STORAGE_USER_ANNOTATION) \
+            or data.get("AWS_ACCESS_KEY_ID", "")
+        pairs = {user: policy, naming.storage_alternate(user): naming.storage_alternate(policy)}
+        active, idle = rotation.pick(user, naming.storage_alternate(user), named)
         current = None
         if data.get("AWS_ACCESS_KEY_ID") and data.get("AWS_SECRET_ACCESS_KEY"):
             current = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
-        if rotate and current is not None:
-            current = self.store(t).rotate(user, current)
-        creds, user_changes = self.store(t).ensure_user(user, policy, buckets, enabled=not t.suspended,
+        if rotate:
+            # The idle user gets a new secret (no current one) and the same rights.
+            active, idle, current = idle, active, None
+        creds, user_changes = self.store(t).ensure_user(active, pairs[active], buckets, enabled=not t.suspended,
                                                      current=current, owner_uid=t.uid, adopt=t.adopt_existing,
                                                      **access)
         changes.extend(user_changes)
-        return creds
+        if t.suspended or idle_policy == rotation.REVOKE:
+            changes.extend(self.store(t).disable_user(idle, pairs[idle], t.uid))
+        return active, creds
 
     def final_backup(self, t: Tenant) -> dict:
         """Archive the contents of every bucket of `t` into its backups bucket,
@@ -231,8 +248,12 @@ class ObjectStorageComponent(BackendComponent):
             return {"at": at, "objects": [], "error": f"archiving buckets: {exc}"}
 
     def _users(self, t: Tenant) -> tuple[tuple[str, str, str], ...]:
-        return (("storage user", naming.storage_user(t.name), naming.storage_policy(t.name)),
-                ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name)))
+        """Both users of each pair, with their policies."""
+        out = []
+        for what, user, policy in (("storage user", naming.storage_user(t.name), naming.storage_policy(t.name)),
+                                   ("backup user", naming.backup_user(t.name), naming.backup_policy(t.name))):
+            out += [(what, user, policy), (what, naming.storage_alternate(user), naming.storage_alternate(policy))]
+        return tuple(out)
 
     def inventory(self, t: Tenant) -> list[str]:
         if not self.cfg.object_storage_servers or not t.uid:

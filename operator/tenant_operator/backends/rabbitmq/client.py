@@ -352,6 +352,30 @@ class RabbitMQBackend:
             log.info("rabbitmq: closed %d connection(s) of user %s", closed, user)
         return closed
 
+    def revoke_user(self, user: str) -> list[str]:
+        """The idle user of a rotated pair: no password (no login), no permissions,
+        no open connections. Kept with its ownership tag for the next rotation,
+        which sets a new password and grants it again. Returns the changes."""
+        self._check_tenant_user(user)
+        upath = f"/api/users/{_seg(user)}"
+        info = self._get(upath, missing_ok=True)
+        if info is None:
+            return []
+        changes: list[str] = []
+        if info.get("password_hash"):
+            # An empty hash is RabbitMQ's "no password": password logins are refused.
+            self._put(upath, {"password_hash": "", "tags": ",".join(_tag_list(info.get("tags")))})  # nosec B105
+            changes.append(f"user {user} password removed")
+        for perm in self._get(f"{upath}/permissions") or []:
+            other = perm.get("vhost")
+            if isinstance(other, str) and self._delete(f"/api/permissions/{_seg(other)}/{_seg(user)}"):
+                changes.append(f"user {user} permissions on vhost {other} revoked")
+        closed = self.close_user_connections(user)
+        if closed:
+            changes.append(f"closed {closed} connection(s) of user {user}")
+        self._log(changes)
+        return changes
+
     def delete_user(self, user: str) -> bool:
         """Delete the user and close its connections. False when it did not exist."""
         self._check_tenant_user(user)

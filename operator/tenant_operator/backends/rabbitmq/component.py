@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from tenant_operator import naming, ownership
+from tenant_operator import naming, ownership, rotation
 from tenant_operator.backends.base import BackendComponent, new_password
 from tenant_operator.components import ComponentResult
 from tenant_operator.errors import ConfigError
@@ -76,17 +76,27 @@ class RabbitMQComponent(BackendComponent):
                  current_status: dict | None = None) -> ComponentResult:
         from tenant_operator.backends.rabbitmq.client import amqp_url
         client, cfg = self.client(t), self.cfg.rabbitmq_server(t.rabbitmq_server)
-        vhost, user = naming.vhost(t.name), naming.rabbitmq_user(t.name)
-        # Both checked before either is touched: a user or vhost of another system is never taken over.
+        vhost = naming.vhost(t.name)
+        name = naming.RABBITMQ_SECRET
+        data = self.read_secret(t, live, name)
+        # The Secret names the user in use; a rotation moves to the other one of the pair.
+        user, idle = rotation.pick(naming.rabbitmq_user(t.name), naming.rabbitmq_user_alternate(t.name),
+                                   data.get("RABBITMQ_USERNAME", ""))
+        password = data.get("RABBITMQ_PASSWORD", "")
+        if rotate:
+            user, idle, password = idle, user, ""
+        # All checked before any is touched: a user or vhost of another system is never taken over.
         self._check(t, "vhost", vhost, client.vhost_marker(vhost))
         self._check(t, "user", user, client.user_marker(user))
+        idle_marker = client.user_marker(idle)
+        self._check(t, "user", idle, idle_marker)
         changes = list(client.ensure_vhost(vhost, max_connections=t.rabbitmq_max_connections,
                                            max_queues=t.rabbitmq_max_queues, owner_uid=t.uid))
-        name = naming.RABBITMQ_SECRET
-        password = self.read_secret(t, live, name).get("RABBITMQ_PASSWORD", "")
-        if rotate or not password:
+        if not password:
             password = new_password()
         changes.extend(client.ensure_user(user, password, vhost, enabled=not t.suspended, owner_uid=t.uid))
+        if idle_marker[0] and (t.suspended or self.idle_policy(t, current_status, rotate) == rotation.REVOKE):
+            changes.extend(client.revoke_user(idle))
         queues = {naming.queue(t.name, q): f"{q}.#" for q in (t.messaging.queues if t.messaging else ())}
         # A queue removed from the spec waits out the grace period (unbound, kept);
         # its purgeAfter is kept in status.pendingRemovals (lost, the wait restarts).
@@ -131,8 +141,9 @@ class RabbitMQComponent(BackendComponent):
             return []
         client = self.client(t)
         return [f"RabbitMQ {what} {name}" for what, name, marker in (
-            ("vhost", naming.vhost(t.name), client.vhost_marker), ("user", naming.rabbitmq_user(t.name),
-                                                                   client.user_marker))
+            ("vhost", naming.vhost(t.name), client.vhost_marker),
+            ("user", naming.rabbitmq_user(t.name), client.user_marker),
+            ("user", naming.rabbitmq_user_alternate(t.name), client.user_marker))
             if marker(name)[1] == t.uid]
 
     def _delete_marked(self, t: Tenant, what: str, name: str, marker, delete) -> str:
@@ -142,11 +153,14 @@ class RabbitMQComponent(BackendComponent):
         exists, uid, _retained = marker(name)
         if uid != t.uid or not t.uid:
             return f"{what} {name} is not this Tenant's; left alone" if exists else ""
-        return f"deleted {what}" if delete(name) else ""
+        return f"deleted {what} {name}" if delete(name) else ""
 
     def revoke(self, t: Tenant) -> str:
-        return self._delete_marked(t, "RabbitMQ user", naming.rabbitmq_user(t.name),
-                                   lambda n: self.client(t).user_marker(n), lambda n: self.client(t).delete_user(n))
+        """Both users of the pair go."""
+        done = [self._delete_marked(t, "RabbitMQ user", user, lambda n: self.client(t).user_marker(n),
+                                    lambda n: self.client(t).delete_user(n))
+                for user in (naming.rabbitmq_user(t.name), naming.rabbitmq_user_alternate(t.name))]
+        return "; ".join(d for d in done if d)
 
     def purge(self, t: Tenant) -> str:
         return self._delete_marked(t, "vhost", naming.vhost(t.name),
