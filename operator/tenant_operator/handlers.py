@@ -65,7 +65,9 @@ async def tenant_changed(name, type, memo: kopf.Memo, **_) -> None:  # noqa: A00
     state: State | None = getattr(memo, "state", None)
     if state:
         if type == "DELETED" and name in state.deletion_triggers:
-            state.gone.add(name)   # a replica waiting to purge it can stop
+            state.gone.add(name)   # a replica waiting to purge it can stop (and forgets it then)
+        elif type == "DELETED":
+            state.forget(name)     # gone without a deletion handler here: its series and caches go too
         state.wake(name)
 
 

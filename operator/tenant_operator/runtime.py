@@ -63,6 +63,14 @@ class State:
         await first_of(timeout, trigger.wait(), self.shards.changed(timeout),
                        *([stopped.wait()] if stopped is not None else []))
 
+    def forget(self, tenant: str) -> None:
+        """Drop what this process keeps for a tenant that is gone: caches and its metric series."""
+        for backend in self.backends:
+            backend.forget(tenant)
+        self.reconciler.forget(tenant)
+        self.recovery.forget(tenant)
+        metrics.forget(tenant)
+
     def wake(self, tenant: str) -> None:
         for triggers in (self.triggers, self.deletion_triggers):
             event = triggers.get(tenant)
@@ -288,9 +296,9 @@ async def deletion(state: State, name: str, body: dict) -> None:
     deadline = loop.time() + DELETE_HANDLER_BUDGET
     while True:
         trigger.clear()
-        if name in state.gone:
+        if name in state.gone:   # purged by another replica
             state.gone.discard(name)
-            return
+            break
         if not state.owns(body):
             # Another replica purges it. Wait here (no writes) for the shard to come
             # to this replica, and hand back to kopf when the budget is spent.
@@ -318,7 +326,4 @@ async def deletion(state: State, name: str, body: dict) -> None:
         except TimeoutError:
             pass
     state.deletion_triggers.pop(name, None)
-    for backend in state.backends:
-        backend.forget(name)
-    state.reconciler.forget(name)
-    metrics.forget(name)
+    state.forget(name)
