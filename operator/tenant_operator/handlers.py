@@ -38,6 +38,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.networking.request_timeout = 60
     memo.state = State(cfg)
     memo.state.cache.start()
+    memo.state.freeze_task = asyncio.get_running_loop().create_task(runtime.freeze_heap_when_synced(memo.state.cache))
     memo.state.recovery_task = asyncio.get_running_loop().create_task(memo.state.recovery.run())
     if memo.state.shards is not None:
         memo.state.shards_task = asyncio.get_running_loop().create_task(memo.state.shards.run())
