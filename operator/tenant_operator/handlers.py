@@ -50,8 +50,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
 async def cleanup(memo: kopf.Memo, **_) -> None:
     state: State | None = getattr(memo, "state", None)
     if state:
-        if state.recovery_task is not None:
-            state.recovery_task.cancel()
+        for task in (state.recovery_task, state.freeze_task):
+            if task is not None:
+                task.cancel()
         if state.shards_task is not None:
             state.shards_task.cancel()
             # Give the shards back at once: the next replica need not wait for them to expire.

@@ -59,10 +59,6 @@ class WatchCache:
     async def wait_synced(self) -> None:
         await self._synced.wait()
 
-    @property
-    def synced(self) -> bool:
-        return self._synced is not None and self._synced.is_set()
-
     def stop(self) -> None:
         self._stop.set()
         for resp in list(self._responses.values()):
