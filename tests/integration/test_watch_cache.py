@@ -35,7 +35,7 @@ def labelled_secret(ns: str, name: str, tenant: str, value: str) -> dict:
             "stringData": {"k": value}}
 
 
-def test_list_watch_wake_and_stop(kube_config):
+def test_list_watch_wake_and_stop(kube_config, crd):   # crd: the cache lists Tenants too
     kube = Kube(kube_config, MANAGER)
     tenant = f"wc-{secrets.token_hex(3)}"
     ns = tenant
