@@ -6,6 +6,7 @@ from whatever it finds, and sends nothing when nothing differs."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import threading
@@ -278,7 +279,8 @@ class Reconciler:
             # namespace open.
             apply_all((c, o) for c, o in desired_objs if c != "namespace")
             for backend in self.backends:
-                res = self._sync_backend(backend, t, live, current, deletion)
+                res = self._sync_backend(backend, t, live, current, deletion,
+                                         functools.partial(self._record_creating, body))
                 if res is None:
                     continue
                 backend_results.append(res)
@@ -397,6 +399,14 @@ class Reconciler:
             log.info("tenant %s placed: %s", t.name, write.desired["placement"])
         return spec.parse(body, self.cfg)
 
+    def _record_creating(self, body: dict, buckets: list[str]) -> None:
+        """Record in status.creating the buckets about to be created (see
+        ObjectStorage's Intents). Nothing may be created unless this is written."""
+        write = self._write_status(body, lambda cur: {"creating": {**(cur.get("creating") or {}), "buckets": buckets}})
+        if write.conflict:
+            raise RuntimeError("the Tenant changed while its new buckets were recorded; the next pass creates them")
+        body["status"] = {**(body.get("status") or {}), "creating": write.desired["creating"]}
+
     @staticmethod
     def _domains_taken(t: spec.Tenant, live: dict[Key, dict], claims: dict) -> list[str]:
         """Domains of `t` that another Tenant's Ingress routed first (earlier
@@ -413,12 +423,14 @@ class Reconciler:
                     break
         return taken
 
-    def _sync_backend(self, backend, t: spec.Tenant, live, current: dict, deletion: dict | None):
+    def _sync_backend(self, backend, t: spec.Tenant, live, current: dict, deletion: dict | None,
+                      record_intent=None):
         """One backend's pass; an unexpected error becomes its condition, never
         stops the other components."""
         self.kube.check_owner()   # no backend call for a tenant whose shard moved on
         try:
-            return backend.sync(t, live, current, terminating=deletion is not None)
+            return backend.sync(t, live, current, terminating=deletion is not None,
+                                record_intent=record_intent)
         except Exception as exc:  # noqa: BLE001 - reported in status, retried with backoff
             log.error("tenant %s: %s component failed: %s: %s", t.name, backend.component,
                       type(exc).__name__, exc)

@@ -24,8 +24,9 @@ DEVENV = Path(os.environ.get("DEVENV_DIR", ROOT / ".devenv"))
 GROUP, VERSION, PLURAL = "tenancy.dev", "v1alpha1", "tenants"
 
 
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.25, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value; fail with `what` after `timeout`."""
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.25, what="condition"):
+    """Poll `predicate` until it returns a truthy value; fail with `what` (a string,
+    or a callable that describes the last state) after `timeout`."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -38,7 +39,7 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.25, what: str
         if last and not isinstance(last, Exception):
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    pytest.fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what} (last: {last!r})")
 
 
 @pytest.fixture(scope="session")
@@ -185,12 +186,15 @@ class Tenants:
         return None
 
     def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict:
+        seen: dict = {}
+
         def check():
             t = self.get(name)
-            st = t.get("status") or {}
+            st = seen["status"] = t.get("status") or {}
             return t if st.get("phase") == phase and st.get("observedGeneration") == t["metadata"]["generation"] \
                 else None
-        return wait_for(check, timeout, what=f"tenant {name} phase {phase}")
+        # On a timeout the message carries the last status: which condition held it back.
+        return wait_for(check, timeout, what=lambda: f"tenant {name} phase {phase} (last status: {seen.get('status')})")
 
     def delete(self, name: str, **kwargs):
         try:

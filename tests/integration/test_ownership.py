@@ -20,7 +20,7 @@ from kubernetes.client.rest import ApiException
 from minio import Minio
 from minio.error import S3Error
 
-from .conftest import remove_bucket, unique, wait_for
+from .conftest import GROUP, PLURAL, VERSION, remove_bucket, unique, wait_for
 from .test_tenant_backends import (
     ACCOUNT_LOCKED,
     READY_TIMEOUT,
@@ -405,6 +405,38 @@ def test_a_storage_user_of_another_system_is_not_taken_over(tenants, core):
         assert not minio_user_exists(f"backup-{name}"), "nothing of the tenant's was created next to it"
     finally:
         minio.user_remove(f"tenant-{name}")
+
+
+def test_a_bucket_its_own_cut_off_pass_created_is_recognised_by_the_record_written_before_it(tenants, custom):
+    """Object storage cannot create a bucket and its ownership tags at once: a
+    pass cut off between the two (a killed replica) leaves an untagged bucket.
+    The operator records the buckets it is about to create in status.creating
+    first; with that record the untagged bucket is this Tenant's, without it
+    the same bucket is someone else's and is not touched."""
+    name = unique("own-cut")
+    bucket = f"{name}-data"
+    s3 = admin_s3()
+    s3.make_bucket(bucket)   # exactly what a cut-off pass leaves: the bucket, no tags
+    try:
+        tenants.create(name, objectStorage={"buckets": ["data"]})
+        cond = wait_condition(tenants, name, "ObjectStorageReady", "False", "NameConflict", timeout=90)
+        assert bucket in cond["message"]
+        assert s3.get_bucket_tags(bucket) is None, "an unrecorded, untagged bucket is left alone"
+        assert not (tenants.get(name).get("status") or {}).get("creating"), "nothing was recorded for it"
+        # The record the cut-off pass wrote before it created the bucket.
+        custom.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, name,
+                                                  {"status": {"creating": {"buckets": [bucket]}}})
+        wait_condition(tenants, name, "ObjectStorageReady", "True", "Provisioned", timeout=90)
+        tags = dict(s3.get_bucket_tags(bucket) or {})
+        assert tags.get("tenancy.dev/tenant-uid") == tenants.get(name)["metadata"]["uid"]
+        wait_for(lambda: not (tenants.get(name).get("status") or {}).get("creating"), 30,
+                 what="status.creating cleared once the bucket is tagged")
+    finally:
+        tenants.delete(name)
+        tenants.patch(name, {"metadata": {"annotations": {"tenancy.dev/purge-now": "true",
+                                                          "tenancy.dev/skip-final-backup": "true"}}})
+        wait_for(lambda: tenants.gone(name), 120, what=f"{name} purged")
+        remove_bucket(bucket)
 
 
 @pytest.fixture

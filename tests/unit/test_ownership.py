@@ -53,7 +53,7 @@ def test_extended_resource_quota_keys_parse():
 class ExplodingBackend:
     component, condition_type = "rabbitmq", "MessagingReady"
 
-    def sync(self, t, live, current, *, terminating=False):
+    def sync(self, t, live, current, *, terminating=False, record_intent=None):
         raise RuntimeError("unexpected bug")
 
 
@@ -80,7 +80,7 @@ def test_isolation_objects_are_applied_before_any_backend_runs():
     class Recorder:
         component, condition_type = "mysql", "DatabasesReady"
 
-        def sync(self, t, live, current, *, terminating=False):
+        def sync(self, t, live, current, *, terminating=False, record_intent=None):
             seen.extend(w for w in kube.writes if w[0] == "apply")
             return ComponentResult("mysql", Condition("DatabasesReady", True, "Provisioned"))
 
@@ -210,6 +210,58 @@ def test_backups_bucket_of_a_recreated_tenant(uid, existing, expected):
     component._stores["default"] = TagStore(existing)
     t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid=uid)
     assert component.backups_bucket(t) == expected
+
+
+class CreatingStore(TagStore):
+    """Buckets by name -> tags; records the order of record/create/tag calls."""
+
+    def __init__(self, tags, calls):
+        super().__init__(tags)
+        self.calls = calls
+
+    def ensure_bucket(self, name):
+        self.calls.append(("create", name))
+        self.tags.setdefault(name, {})
+        return []
+
+    def set_bucket_tags(self, name, tags):
+        self.calls.append(("tag", name))
+        self.tags[name] = tags
+
+
+@pytest.mark.parametrize(("existing", "recorded", "outcome"), [
+    ({}, [], ["record", "create", "tag"]),                    # new: recorded before it exists
+    ({"acme-data": {}}, ["acme-data"], ["create", "tag"]),   # our pass was cut off before the tags
+    ({"acme-data": {}}, [], "conflict"),                     # unmarked, never ours: untouched
+    ({"acme-data": {}}, ["acme-other"], "conflict"),         # the record names another bucket
+    ({"acme-data": {"tenancy.dev/tenant-uid": "u9"}}, ["acme-data"], "conflict"),   # another Tenant's marker wins
+])
+def test_a_bucket_is_recorded_before_it_is_created_and_the_record_proves_an_untagged_one_ours(
+        existing, recorded, outcome):
+    from tenant_operator.backends.objectstore.component import Intents, ObjectStorageComponent
+    calls: list = []
+    component = ObjectStorageComponent(config.from_dict({"objectStorage": {"endpoint": "http://minio:9000"}}), None)
+    store = component._stores["default"] = CreatingStore(dict(existing), calls)
+    t = spec.Tenant(name="acme", namespace="tenant-acme", tier="standard", uid="u1")
+    intents = Intents({"creating": {"buckets": recorded}},
+                      lambda names: calls.append(("record", tuple(names))))
+    if outcome == "conflict":
+        with pytest.raises(ownership.NameConflict):
+            component._claim(t, "acme-data", lambda: store.ensure_bucket("acme-data"), intents)
+        assert calls == [] and store.tags["acme-data"] == existing["acme-data"]
+        return
+    component._claim(t, "acme-data", lambda: store.ensure_bucket("acme-data"), intents)
+    assert [c[0] for c in calls] == outcome
+    if "record" in outcome:
+        assert calls[0] == ("record", ("acme-data",))
+    assert store.tags["acme-data"]["tenancy.dev/tenant-uid"] == "u1"
+    assert intents.any()   # the pass clears status.creating once it is through
+
+
+def test_no_bucket_is_created_without_a_way_to_record_it():
+    from tenant_operator.backends.objectstore.component import Intents
+    with pytest.raises(RuntimeError):
+        Intents({}, None).record("acme-data")
 
 
 def test_a_domain_routed_first_by_another_tenant_is_not_routed_again():

@@ -146,7 +146,10 @@ class BackendComponent(Component):
         raise NotImplementedError
 
     def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
-                 current_status: dict | None = None) -> ComponentResult:
+                 current_status: dict | None = None, record_intent=None) -> ComponentResult:
+        """Make the backend match `t`. `record_intent(names)` records in the Tenant's
+        status, before they exist, names a backend cannot create together with
+        their ownership marker (object storage's buckets); the others ignore it."""
         raise NotImplementedError
 
     def expected_secrets(self, t: Tenant) -> list[str]:
@@ -195,7 +198,8 @@ class BackendComponent(Component):
         else:
             CREDENTIALS_ROTATED.labels(t.name, self.backend_name).set(since)
 
-    def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False) -> ComponentResult | None:
+    def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False,
+             record_intent=None) -> ComponentResult | None:
         self._publish_credentials_age(t, live, current_status, terminating)
         if not self.wanted(t) and not self._secrets(t, live):
             self._cache.pop(t.name, None)
@@ -222,7 +226,7 @@ class BackendComponent(Component):
         converged = False
         try:
             BACKEND_SYNCS.labels(self.backend_name).inc()
-            result = self.converge(t, live, rotate, terminating, current_status)
+            result = self.converge(t, live, rotate, terminating, current_status, record_intent=record_intent)
             converged = True
         except NameConflict as exc:
             result = ComponentResult(component=self.component,

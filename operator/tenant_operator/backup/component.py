@@ -180,7 +180,8 @@ class BackupComponent(Component):
         return ComponentResult(self.component, cond, objects=objects or [],
                                status={"backup": status} if status else {"backup": None})
 
-    def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False) -> ComponentResult | None:
+    def sync(self, t: Tenant, live: dict, current_status: dict, *, terminating: bool = False,
+             record_intent=None) -> ComponentResult | None:
         result = self._sync(t, live, current_status)
         if not (t.databases and t.backup.enabled and self.cfg.object_storage_servers) or t.suspended:
             # No scheduled backups are expected (a terminating tenant counts as suspended):

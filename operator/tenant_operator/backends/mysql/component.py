@@ -65,7 +65,7 @@ class MySQLComponent(BackendComponent):
         return bool(t.databases)
 
     def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
-                 current_status: dict | None = None) -> ComponentResult:
+                 current_status: dict | None = None, record_intent=None) -> ComponentResult:
         from tenant_operator.backends.mysql.client import Owner
         if t.databases and not self.cfg.mysql_servers:
             raise ConfigError("mysql.servers", "the tenant asks for databases but no MySQL server is configured")

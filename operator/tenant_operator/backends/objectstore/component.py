@@ -20,6 +20,33 @@ log = logging.getLogger(__name__)
 STORAGE_USER_ANNOTATION = "tenancy.dev/storage-user"
 
 
+class Intents:
+    """The buckets a pass is about to create, recorded in the Tenant's status
+    (status.creating.buckets) before it creates them. Object storage cannot
+    create a bucket and its ownership tags at once; a pass cut off between the
+    two leaves an untagged bucket that only this record shows to be ours."""
+
+    def __init__(self, current_status: dict | None, record_intent):
+        creating = (current_status or {}).get("creating") or {}
+        self._recorded = set(creating.get("buckets") or []) if isinstance(creating, dict) else set()
+        self._record = record_intent
+        self._had = bool(self._recorded)
+
+    def recorded(self, bucket: str) -> bool:
+        return bucket in self._recorded
+
+    def record(self, bucket: str) -> None:
+        if bucket in self._recorded:
+            return
+        if self._record is None:
+            raise RuntimeError("no way to record the buckets this pass creates")
+        self._record(sorted(self._recorded | {bucket}))
+        self._recorded.add(bucket)
+
+    def any(self) -> bool:
+        return self._had or bool(self._recorded)
+
+
 class ObjectStorageComponent(BackendComponent):
     component = "objectstorage"
     condition_type = "ObjectStorageReady"
@@ -90,16 +117,21 @@ class ObjectStorageComponent(BackendComponent):
     def _is_backups(self, t: Tenant, bucket: str) -> bool:
         return bucket in (naming.backups_bucket(t.name), naming.backups_bucket(t.name, t.uid))
 
-    def _claim(self, t: Tenant, bucket: str, create) -> list[str]:
+    def _claim(self, t: Tenant, bucket: str, create, intents: Intents) -> list[str]:
         """Make sure `bucket` is this Tenant's (tags), creating it if nobody has it."""
         tags = self.store(t).bucket_tags(bucket)
         decision = ownership.claim_decision(
             (tags or {}).get(ownership.TAG_UID, ""), (tags or {}).get(ownership.TAG_TENANT, ""),
             (tags or {}).get(ownership.TAG_STATE, ""), uid=t.uid, tenant=t.name, exists=tags is not None,
             adopt=t.adopt_existing)
+        if decision == "conflict" and tags == {} and intents.recorded(bucket):
+            # Created by an earlier pass of this Tenant that was cut off before its tags.
+            decision = "create"
         if decision == "conflict":
             holder = (tags or {}).get(ownership.TAG_TENANT, "")
             raise NameConflict("bucket", bucket, f"Tenant {holder} (another UID)" if holder else "")
+        if decision == "create":
+            intents.record(bucket)   # before the bucket exists: a pass cut off after it still knows it
         changes = create()
         wanted = {**(tags or {}), ownership.TAG_UID: t.uid, ownership.TAG_TENANT: t.name,
                   ownership.TAG_STATE: ownership.ACTIVE}
@@ -113,8 +145,9 @@ class ObjectStorageComponent(BackendComponent):
         return changes
 
     def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
-                 current_status: dict | None = None) -> ComponentResult:
+                 current_status: dict | None = None, record_intent=None) -> ComponentResult:
         store = self.store(t)
+        intents = Intents(current_status, record_intent)
         spec_buckets = t.object_storage.buckets if t.object_storage else ()
         quota_gib = t.object_storage.quota_gib if t.object_storage else 0
         quota = quota_gib * 2**30 if (quota_gib and store.supports_quota) else None
@@ -123,9 +156,9 @@ class ObjectStorageComponent(BackendComponent):
         changes = []
         for name in buckets.values():
             changes.extend(f"{name}: {c}" for c in self._claim(
-                t, name, lambda n=name: store.ensure_bucket(n, quota_bytes=quota, versioning=False)))
+                t, name, lambda n=name: store.ensure_bucket(n, quota_bytes=quota, versioning=False), intents))
         changes.extend(f"{backups}: {c}" for c in self._claim(
-            t, backups, lambda: store.ensure_bucket(backups, quota_bytes=None, versioning=True)))
+            t, backups, lambda: store.ensure_bucket(backups, quota_bytes=None, versioning=True), intents))
         changes.extend(f"{backups}: {c}" for c in store.ensure_backups_lifecycle(
             backups, self.cfg.backups_bucket_retention_days))
 
@@ -197,7 +230,9 @@ class ObjectStorageComponent(BackendComponent):
         return ComponentResult(self.component, cond, objects=[self.secret(t, name, secret_data, {
                                    STORAGE_USER_ANNOTATION: creds_user}), self.secret(
                                    t, naming.BACKUP_SECRET, backup_data, {STORAGE_USER_ANNOTATION: backup_user})],
-                               events=events, status={"pendingRemovals": {"buckets": pending}} if pending else {})
+                               events=events, status={**({"pendingRemovals": {"buckets": pending}} if pending else {}),
+                                                      # Every bucket is tagged now: the record has done its job.
+                                                      **({"creating": None} if intents.any() else {})})
 
     def _user(self, t: Tenant, live: dict, rotate: bool, idle_policy: str, secret: str, user: str, policy: str,
               buckets: list[str], changes: list[str], **access) -> tuple[str, object]:

@@ -73,7 +73,7 @@ class RabbitMQComponent(BackendComponent):
             raise NameConflict(f"RabbitMQ {what}", name, f"Tenant UID {uid}" if uid else "")
 
     def converge(self, t: Tenant, live: dict, rotate: bool, terminating: bool = False,
-                 current_status: dict | None = None) -> ComponentResult:
+                 current_status: dict | None = None, record_intent=None) -> ComponentResult:
         from tenant_operator.backends.rabbitmq.client import amqp_url
         client, cfg = self.client(t), self.cfg.rabbitmq_server(t.rabbitmq_server)
         vhost = naming.vhost(t.name)
