@@ -139,6 +139,22 @@ def fingerprint(body: kopf.Body, live: dict, claims: dict) -> tuple:
             tuple(sorted((host, tuple(c)) for host, c in claims.items())))
 
 
+# kopf's connections: its watch of Tenants (and of CRDs) holds one each, the rest
+# carry Tenant patches and events; more in flight queue for a free connection.
+KOPF_CONNECTIONS = 8
+
+
+def bounded_session(info: kopf.ConnectionInfo, limit: int = KOPF_CONNECTIONS) -> kopf.AiohttpSession:
+    """The session kopf would build from `info` (kopf's APIContext), with at most
+    `limit` connections instead of no limit."""
+    import aiohttp
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env)
+    return kopf.AiohttpSession(aiohttp_session=session, server=info.server, priority=info.priority,
+                               default_namespace=info.default_namespace, expiration=info.expiration)
+
+
 async def freeze_heap_when_synced(cache: WatchCache) -> None:
     """Once the first lists are in, move everything alive to the collector's permanent
     generation. The views of ~17,000 objects are long-lived; without this every

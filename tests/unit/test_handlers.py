@@ -43,3 +43,21 @@ def test_watch_cache_covers_every_owned_kind_once():
     assert len(owned) == len(OWNED)
     assert all(w.label_selector == runtime.OWNED_SELECTOR for w in owned.values())
     assert {ix.index for ix in owned["Ingress"].indexers} == {"owned_ingresses", runtime.INGRESS_HOSTS}
+
+
+def test_kopf_uses_a_session_with_a_bounded_connection_pool():
+    # kopf's own session has no limit: a burst of patches and events opened a TLS connection each.
+    import asyncio
+    registry = kopf.get_default_registry()
+    assert "login" in {h.id for h in registry._activities.get_all_handlers()}  # noqa: SLF001
+    info = kopf.ConnectionInfo(server="https://127.0.0.1:6443", scheme="Bearer", token="t0k",
+                               default_namespace="default")
+
+    async def build():
+        ctx = runtime.bounded_session(info)
+        try:
+            s = ctx.aiohttp_session
+            return ctx.server, ctx.default_namespace, s.connector.limit, s.headers.get("Authorization")
+        finally:
+            await ctx.aiohttp_session.close()
+    assert asyncio.run(build()) == ("https://127.0.0.1:6443", "default", runtime.KOPF_CONNECTIONS, "Bearer t0k")
