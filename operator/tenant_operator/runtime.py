@@ -242,8 +242,7 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped) -> None:
             if not state.owns(body):
                 # Another replica's tenant: wait, at no cost, until the shard comes here.
                 if quiet_inputs is not None or resync_at:
-                    metrics.forget(name)
-                    state.recovery.forget(name)
+                    state.forget(name)   # its caches and series belong to the replica that has it now
                 quiet_inputs, resync_at = None, 0.0
                 await state.await_ownership(body, trigger, stopped, state.cfg.drift_interval)
                 continue
