@@ -16,7 +16,7 @@ import logging
 
 import kopf
 
-from tenant_operator import GROUP, PLURAL, VERSION, metrics, naming, runtime
+from tenant_operator import GROUP, PLURAL, VERSION, metrics, naming, operations, runtime
 from tenant_operator import config as config_mod
 from tenant_operator.runtime import State
 
@@ -71,6 +71,16 @@ async def tenant_changed(name, type, memo: kopf.Memo, **_) -> None:  # noqa: A00
         elif type == "DELETED":
             state.forget(name)     # gone without a deletion handler here: its series and caches go too
         state.wake(name)
+
+
+@kopf.on.event(GROUP, VERSION, operations.BACKUP_PLURAL)
+async def tenantbackup_changed(namespace, name, type, memo: kopf.Memo, **_) -> None:  # noqa: A002
+    await runtime.request_changed(getattr(memo, "state", None), operations.BACKUP_KIND, namespace, name, type)
+
+
+@kopf.on.event(GROUP, VERSION, operations.RESTORE_PLURAL)
+async def tenantrestore_changed(namespace, name, type, memo: kopf.Memo, **_) -> None:  # noqa: A002
+    await runtime.request_changed(getattr(memo, "state", None), operations.RESTORE_KIND, namespace, name, type)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=30.0)

@@ -24,6 +24,9 @@ from tenant_operator.kube import view
 from tenant_operator.kube.client import KINDS, OWNED, Kube, NotOwner
 from tenant_operator.kube.indexes import Indexer
 from tenant_operator.kube.watchcache import WatchCache, Watched
+from tenant_operator.operations import runner as runner_mod
+from tenant_operator.operations.controller import Operations
+from tenant_operator.operations.runner import Runner
 from tenant_operator.reconciler import Reconciler
 from tenant_operator.recovery import RecoveryWatch
 
@@ -48,6 +51,13 @@ class State:
         self.shards = shards_mod.from_config(self.kube, cfg)   # None: every tenant is ours
         self.shards_task: asyncio.Task | None = None
         self.cache = WatchCache(self.kube, watched_kinds(cfg.field_manager), self.wake)
+        self.operations = Operations(cfg, self.kube, self.backends, owns=self.owns,
+                                     tenant_lock=self.reconciler.tenant_lock)
+        self.runner = Runner(self._step, self.executor,
+                             lambda key: self.cache.indexes[runner_mod.JOBS_INDEX].get(key, ()))
+
+    def _step(self, kind: str, namespace: str, name: str, views: list[dict]):
+        return self.operations.step(kind, namespace, name, views)
         self.freeze_task: asyncio.Task | None = None
 
     def owns(self, body) -> bool:
@@ -73,7 +83,10 @@ class State:
         self.recovery.forget(tenant)
         metrics.forget(tenant)
 
-    def wake(self, tenant: str) -> None:
+    def wake(self, tenant) -> None:
+        if isinstance(tenant, tuple):   # (kind, namespace, name) of a TenantBackup or TenantRestore
+            self.runner.wake(tenant)
+            return
         for triggers in (self.triggers, self.deletion_triggers):
             event = triggers.get(tenant)
             if event is not None:
@@ -126,6 +139,9 @@ def watched_kinds(manager: str) -> list[Watched]:
             indexers.append(Indexer(INGRESS_HOSTS, ingress_hosts))
         out.append(Watched(kind.kind, OWNED_SELECTOR, tuple(indexers)))
     out.append(Watched("Tenant", "", (Indexer(PLACEMENT_INDEX, tenant_placement),)))
+    out.append(Watched("Job", runner_mod.JOB_SELECTOR, (
+        Indexer(runner_mod.JOBS_INDEX, runner_mod.request_jobs, runner_mod.job_essence, wakes=True),
+        Indexer(runner_mod.DRILL_JOBS_INDEX, runner_mod.drill_jobs, runner_mod.job_essence, wakes=True))))
     return out
 
 
@@ -137,6 +153,13 @@ def fingerprint(body: kopf.Body, live: dict, claims: dict) -> tuple:
             tuple(sorted((key, obj.get(view.VIEW_HASH) or (obj.get("metadata") or {}).get("resourceVersion"))
                          for key, obj in live.items())),
             tuple(sorted((host, tuple(c)) for host, c in claims.items())))
+
+
+async def request_changed(state: State | None, kind: str, namespace: str, name: str, etype) -> None:
+    """A TenantBackup or TenantRestore was listed or changed: step it."""
+    if state and etype != "DELETED":
+        await state.cache.wait_synced()   # its Jobs must be in the cache before a step trusts it
+        state.runner.wake((kind, namespace, name))
 
 
 async def freeze_heap_when_synced(cache: WatchCache) -> None:
