@@ -40,6 +40,7 @@ class State:
         self.cfg = cfg
         self.kube = Kube.from_environment(cfg.field_manager, pool_size=cfg.workers * 2)
         self.backends = build_backends(cfg, self.kube)
+        self.drills = next(b for b in self.backends if b.component == "drill")
         self.reconciler = Reconciler(cfg, self.kube, self.backends)
         self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
         self.triggers: dict[str, asyncio.Event] = {}            # reconcile daemons
@@ -171,6 +172,12 @@ async def freeze_heap_when_synced(cache: WatchCache) -> None:
     gc.freeze()
 
 
+def drill_jobs(tenant: str, indexes: dict) -> tuple:
+    """Copies of the views of the tenant's drill Jobs, in a stable order (taken in the event loop)."""
+    return tuple(sorted((dict(v) for v in indexes[runner_mod.DRILL_JOBS_INDEX].get(tenant, ())),
+                        key=lambda v: v["name"]))
+
+
 def live_objects(tenant: str, indexes: dict) -> dict:
     out = {}
     for _group, _version, plural in OWNED:
@@ -256,7 +263,9 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped) -> None:
                 continue
             live = live_objects(name, indexes)
             claims = domain_claims(body, indexes)
-            inputs = fingerprint(body, live, claims)
+            drills = drill_jobs(name, indexes)
+            state.drills.observed[name] = drills
+            inputs = fingerprint(body, live, claims) + (tuple(runner_mod.job_essence(v) for v in drills),)
             if inputs == quiet_inputs and loop.time() < resync_at:
                 metrics.SKIPPED_PASSES.inc()
                 await wait(trigger, stopped, min(state.cfg.drift_interval, resync_at - loop.time()))

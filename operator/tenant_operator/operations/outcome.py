@@ -25,20 +25,22 @@ def job_view(obj: dict) -> dict:
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
     st = obj.get("status") or {}
-    state, reason, message = RUNNING, "", ""
+    state, reason, message, ended = RUNNING, "", "", ""
     for cond in st.get("conditions") or []:
         if cond.get("status") != "True":
             continue
         if cond.get("type") == COMPLETE:
             state, reason, message = COMPLETE, "Completed", cond.get("message") or ""
+            ended = st.get("completionTime") or cond.get("lastTransitionTime") or ""
         elif cond.get("type") == FAILED:
             state, reason, message = FAILED, failure_reason(cond), cond.get("message") or ""
+            ended = cond.get("lastTransitionTime") or ""
     return {"name": meta.get("name", ""), "namespace": meta.get("namespace", ""),
             "uid": meta.get("uid", ""), "created": meta.get("creationTimestamp") or "",
             "operation": labels.get(naming.LABEL_OPERATION, ""), "request": labels.get(naming.LABEL_REQUEST, ""),
             "service": labels.get(naming.LABEL_SERVICE, ""), "tenant": labels.get(naming.LABEL_TENANT, ""),
             "startTime": st.get("startTime") or "", "completionTime": st.get("completionTime") or "",
-            "state": state, "reason": reason, "message": message[:300]}
+            "state": state, "reason": reason, "message": message[:300], "ended": ended}
 
 
 def failure_reason(cond: dict) -> str:
@@ -66,7 +68,7 @@ def overall(jobs: list[dict]) -> tuple[str, str, str]:
 
 
 def latest_completion(jobs: list[dict]) -> str:
-    return max((j["completionTime"] for j in jobs if j["completionTime"]), default="")
+    return max((j["ended"] for j in jobs if j["ended"]), default="")
 
 
 def conditions(current: dict, conds: list[Condition], generation: int, now: str) -> list[dict]:

@@ -40,7 +40,7 @@ def drill_jobs(obj: dict) -> dict:
 
 def job_essence(view: dict):
     """Only a Job's end (or its start) is news; its pods' comings and goings are not."""
-    return view["state"], view["completionTime"], view["startTime"] != ""
+    return view["state"], view["ended"], view["startTime"] != ""
 
 
 class Runner:
