@@ -539,9 +539,11 @@ def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
 
 def test_chart_values_set_each_spec_default_and_the_older_grace_key_still_wins():
     docs = helm_template("--set", "config.defaultGracePeriod=48h", "--set", "config.defaults.backup.retention.daily=7",
-                         "--set", "config.defaults.ingress.className=haproxy")
+                         "--set", "config.defaults.ingress.className=haproxy",
+                         "--set", "config.defaults.backup.drills.enabled=false")
     cfg = config.from_dict(yaml.safe_load(one(docs, "Secret")["stringData"]["config.yaml"]))
     assert cfg.default_grace_period == 48 * 3600
+    assert (cfg.defaults.drills_enabled, cfg.defaults.drill_schedule) == (False, "30 4 * * 0")
     assert (cfg.defaults.retention_daily, cfg.defaults.retention_weekly) == (7, 12)
     assert cfg.defaults.ingress_class_name == "haproxy"
 
