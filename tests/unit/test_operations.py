@@ -317,3 +317,15 @@ def test_drill_command_line():
     with pytest.raises(SystemExit):
         parser.parse_args(["drill", "--secret-env"])   # the scratch database is required
     assert backup.parse_key("auth", KEY) is not None
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
+                                         / "backup").glob("*.yaml")), ids=lambda p: p.name)
+def test_backup_examples_are_accepted_for_the_premium_example(path):
+    import yaml
+    root = path.parents[1]
+    t = spec.parse(yaml.safe_load((root / "tenant-premium.yaml").read_text()), config.from_dict({}))
+    (doc,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert doc["metadata"]["namespace"] == t.namespace
+    parse = {"TenantBackup": model.parse_backup, "TenantRestore": model.parse_restore}[doc["kind"]]
+    assert parse(doc, t)
