@@ -329,3 +329,27 @@ def test_backup_examples_are_accepted_for_the_premium_example(path):
     assert doc["metadata"]["namespace"] == t.namespace
     parse = {"TenantBackup": model.parse_backup, "TenantRestore": model.parse_restore}[doc["kind"]]
     assert parse(doc, t)
+
+
+@pytest.mark.parametrize("name", ["tenantbackup.yaml", "tenantrestore.yaml"])
+def test_every_field_of_the_request_crds_is_described(name):
+    """`kubectl explain` has something to say about every field."""
+    import pathlib
+
+    import yaml
+    crd = yaml.safe_load((pathlib.Path(__file__).resolve().parents[2] / "crds" / name).read_text())
+    (version,) = crd["spec"]["versions"]
+    missing = []
+
+    def walk(schema: dict, path: str) -> None:
+        if not schema.get("description"):
+            missing.append(path)
+        for key, sub in (schema.get("properties") or {}).items():
+            if key not in ("metadata", "apiVersion", "kind"):
+                walk(sub, f"{path}.{key}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[]")
+    walk(version["schema"]["openAPIV3Schema"], crd["spec"]["names"]["kind"])
+    assert missing == []
+    columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    assert {"Tenant", "Phase", "Age"} <= columns
