@@ -3,7 +3,8 @@ a time: on start, whenever the Tenant or one of its objects changes (watch
 events wake it), and every `drift_interval` otherwise. Deletion goes through
 the on.delete handler and the lifecycle module.
 
-kopf watches Tenants only. What the operator keeps of the objects it owns
+kopf watches Tenants, and TenantBackups and TenantRestores (operations/: an
+event steps the request; no finalizer). What the operator keeps of the objects it owns
 comes from its own watch cache (kube/watchcache.py, started here), so
 checking a tenant for drift costs no API call, and a change to one of a
 tenant's objects wakes that tenant's daemon. What the handlers run lives in
