@@ -78,7 +78,10 @@ def test_operator_runs_in_cluster_with_only_its_roles(platform):
     assert roles == {RELEASE, f"{RELEASE}-leases"}
     assert kubectl("auth", "can-i", "update", "leases", "-n", OPERATOR_NS, "--as", sa).strip() == "yes"
     assert kubectl("auth", "can-i", "update", "leases", "-n", "default", "--as", sa, check=False).strip() == "no"
-    for verb, resource in (("create", "jobs"), ("delete", "jobs"), ("update", "tenants"), ("get", "nodes")):
+    # Jobs: created for TenantBackups and TenantRestores, never changed or deleted.
+    assert kubectl("auth", "can-i", "create", "jobs", "-n", NS_A, "--as", sa).strip() == "yes"
+    for verb, resource in (("patch", "jobs"), ("delete", "jobs"), ("update", "tenants"), ("get", "nodes"),
+                           ("create", "tenantrestores")):
         assert kubectl("auth", "can-i", verb, resource, "--as", sa, check=False).strip() == "no", (verb, resource)
     assert kubectl("auth", "can-i", "patch", "tenants/status", "--as", sa).strip() == "yes"
 
