@@ -64,7 +64,7 @@ e2e: $(STAMP) devenv-up tools
 	  $(PY) -m pytest -q tests/node $(PYTEST_ARGS)
 
 run: $(STAMP) devenv-up
-	source $(DEVENV)/env && kubectl apply --server-side -f crds/tenant.yaml >/dev/null && \
+	source $(DEVENV)/env && kubectl apply --server-side -f crds/ >/dev/null && \
 	  $(VENV)/bin/tenant-operator run --config $(CONFIG)
 
 demo: $(STAMP) devenv-up

@@ -35,6 +35,8 @@ class SpecDefaults:
     ingress_service: str = "api-gateway"
     ingress_port: int = 80
     backup_schedule: str = "0 2 * * *"
+    drills_enabled: bool = True
+    drill_schedule: str = "30 4 * * 0"   # weekly, Sunday 04:30 UTC: after the nightly backup
     retention_daily: int = 30
     retention_weekly: int = 12
     retention_monthly: int = 12
@@ -47,7 +49,8 @@ BUILT_IN = SpecDefaults()
 
 _SECTIONS = {"": {"tier", "podSecurity", "ingress", "backup", "deletion", "credentials"},
              "ingress.": {"className", "clusterIssuer", "service", "port"},
-             "backup.": {"schedule", "retention"},
+             "backup.": {"schedule", "retention", "drills"},
+             "backup.drills.": {"enabled", "schedule"},
              "backup.retention.": {"daily", "weekly", "monthly"},
              "deletion.": {"gracePeriod"},
              "credentials.": {"rotateEvery", "rotationOverlap"}}
@@ -81,6 +84,15 @@ def _integer(raw: dict, key: str, prefix: str, default: int, low: int, high: int
         return default
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"defaults.{prefix}{key}", f"must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _boolean(raw: dict, key: str, prefix: str, default: bool) -> bool:
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"defaults.{prefix}{key}", f"must be true or false, got {value!r}")
     return value
 
 
@@ -123,6 +135,7 @@ def from_dict(raw, legacy_grace_period=None) -> SpecDefaults:
     ingress = _section(top.get("ingress"), "ingress.")
     backup = _section(top.get("backup"), "backup.")
     retention = _section(backup.get("retention"), "backup.retention.")
+    drills = _section(backup.get("drills"), "backup.drills.")
     deletion = _section(top.get("deletion"), "deletion.")
     credentials = _section(top.get("credentials"), "credentials.")
     b = BUILT_IN
@@ -145,6 +158,11 @@ def from_dict(raw, legacy_grace_period=None) -> SpecDefaults:
                                 lambda v: len(v) <= 64 and bool(contract.CRON_RE.fullmatch(v)),
                                 "a cron schedule (5 fields in range, e.g. '0 2 * * *', or a macro such as "
                                 "@daily)"),
+        drills_enabled=_boolean(drills, "enabled", "backup.drills.", b.drills_enabled),
+        drill_schedule=_string(drills, "schedule", "backup.drills.", b.drill_schedule,
+                               lambda v: len(v) <= 64 and bool(contract.CRON_RE.fullmatch(v)),
+                               "a cron schedule (5 fields in range, e.g. '30 4 * * 0', or a macro such as "
+                               "@weekly)"),
         retention_daily=_integer(retention, "daily", "backup.retention.", b.retention_daily, 0,
                                  RETENTION_MAX["daily"]),
         retention_weekly=_integer(retention, "weekly", "backup.retention.", b.retention_weekly, 0,

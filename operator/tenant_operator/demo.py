@@ -54,7 +54,7 @@ def main() -> int:
     args = parser.parse_args()
 
     step("Installing the Tenant CRD")
-    print(sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds/tenant.yaml")).strip())
+    print(sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")).strip())
 
     step("Starting the operator")
     log = open(ROOT / ".devenv" / "logs" / "demo-operator.log", "w")  # noqa: SIM115

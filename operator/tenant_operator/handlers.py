@@ -3,7 +3,8 @@ a time: on start, whenever the Tenant or one of its objects changes (watch
 events wake it), and every `drift_interval` otherwise. Deletion goes through
 the on.delete handler and the lifecycle module.
 
-kopf watches Tenants only. What the operator keeps of the objects it owns
+kopf watches Tenants, and TenantBackups and TenantRestores (operations/: an
+event steps the request; no finalizer). What the operator keeps of the objects it owns
 comes from its own watch cache (kube/watchcache.py, started here), so
 checking a tenant for drift costs no API call, and a change to one of a
 tenant's objects wakes that tenant's daemon. What the handlers run lives in
@@ -16,7 +17,7 @@ import logging
 
 import kopf
 
-from tenant_operator import GROUP, PLURAL, VERSION, metrics, naming, runtime
+from tenant_operator import GROUP, PLURAL, VERSION, metrics, naming, operations, runtime
 from tenant_operator import config as config_mod
 from tenant_operator.runtime import State
 
@@ -81,6 +82,16 @@ async def tenant_changed(name, type, memo: kopf.Memo, **_) -> None:  # noqa: A00
         elif type == "DELETED":
             state.forget(name)     # gone without a deletion handler here: its series and caches go too
         state.wake(name)
+
+
+@kopf.on.event(GROUP, VERSION, operations.BACKUP_PLURAL)
+async def tenantbackup_changed(namespace, name, type, memo: kopf.Memo, **_) -> None:  # noqa: A002
+    await runtime.request_changed(getattr(memo, "state", None), operations.BACKUP_KIND, namespace, name, type)
+
+
+@kopf.on.event(GROUP, VERSION, operations.RESTORE_PLURAL)
+async def tenantrestore_changed(namespace, name, type, memo: kopf.Memo, **_) -> None:  # noqa: A002
+    await runtime.request_changed(getattr(memo, "state", None), operations.RESTORE_KIND, namespace, name, type)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=30.0)

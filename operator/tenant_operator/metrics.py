@@ -32,6 +32,10 @@ FINAL_BACKUP_FAILURES = Gauge("tenant_operator_final_backup_failed_attempts",
 CREDENTIALS_ROTATED = Gauge("tenant_operator_credentials_rotated_timestamp_seconds",
                             "Unix time the tenant's oldest credential on a backend was created or rotated",
                             ["tenant", "backend"])
+DRILL_PASSED = Gauge("tenant_operator_backup_drill_passed",
+                     "1 when the last recovery drill of the database passed, 0 when it failed", ["tenant", "service"])
+DRILL_TIMESTAMP = Gauge("tenant_operator_backup_drill_timestamp_seconds",
+                        "Unix time the last recovery drill of the database ended", ["tenant", "service"])
 SKIPPED_PASSES = Counter("tenant_operator_skipped_passes_total",
                          "Drift checks that found every input of the last quiet pass unchanged")
 BACKEND_SYNCS = Counter("tenant_operator_backend_syncs_total",
@@ -46,7 +50,7 @@ API_WRITES = Counter("tenant_operator_api_writes_total", "Write requests sent to
 PHASES = ("Provisioning", "Ready", "Degraded", "Suspended", "Terminating", "Invalid")
 # Every series labelled by tenant: removed when the tenant is forgotten.
 PER_TENANT = (BACKUP_AGE, TENANT_PHASE, BACKUP_TIMESTAMP, BACKUP_INTERVAL, FINAL_BACKUP_FAILURES,
-              CREDENTIALS_ROTATED)
+              CREDENTIALS_ROTATED, DRILL_PASSED, DRILL_TIMESTAMP)
 
 _phases: dict[str, str] = {}
 

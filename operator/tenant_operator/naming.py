@@ -15,6 +15,9 @@ LABEL_TENANT = "tenancy.dev/tenant"
 LABEL_TIER = "tenancy.dev/tier"
 LABEL_COMPONENT = "tenancy.dev/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_OPERATION = "tenancy.dev/operation"      # backup | restore | drill, on the Jobs the operator follows
+LABEL_REQUEST = "tenancy.dev/request"          # the TenantBackup / TenantRestore a Job runs
+LABEL_SERVICE = "tenancy.dev/backup-service"
 MANAGED_BY = "tenant-operator"
 ANNOTATION_HASH = "tenancy.dev/applied-hash"
 ANNOTATION_ROTATE = "tenancy.dev/rotate-credentials"
@@ -24,6 +27,7 @@ FINALIZER = "tenancy.dev/finalizer"
 # Limits of the systems the names reach.
 K8S_NAME_MAX = 63           # DNS label (namespaces, most object names)
 CRONJOB_NAME_MAX = 52       # CronJob names leave room for the Job suffix
+JOB_NAME_MAX = 63            # a Job's name is its pods' job-name label value
 MYSQL_DB_MAX = 64
 MYSQL_USER_MAX = 32
 BUCKET_MAX = 63
@@ -105,6 +109,28 @@ def mysql_database(tenant: str, service: str) -> str:
         limit -= 1
         name = _shorten(full, limit, "_", "_db", digest)
     return name
+
+
+def mysql_drill_database(tenant: str, service: str) -> str:
+    """The scratch database a recovery drill restores `service`'s latest backup
+    into: `<tenant_id>_<service>_drill`, within the same limits as the database."""
+    full = f"{tenant_id(tenant)}_{service.replace('-', '_')}_drill"
+    limit = MYSQL_DB_MAX
+    digest = _mysql_hash(full)
+    name = _shorten(full, limit, "_", "_drill", digest)
+    while len(name) + name.count("_") > MYSQL_DB_MAX:
+        limit -= 1
+        name = _shorten(full, limit, "_", "_drill", digest)
+    return name
+
+
+def drill_cronjob(service: str) -> str:
+    return shorten(f"drill-{service}-db", CRONJOB_NAME_MAX)
+
+
+def operation_job(request: str, service: str = "") -> str:
+    """The Job of a TenantBackup (one per service) or TenantRestore (`service` empty)."""
+    return shorten(f"{request}-{service}" if service else request, JOB_NAME_MAX)
 
 
 def mysql_user(tenant: str, service: str) -> str:

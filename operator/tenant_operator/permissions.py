@@ -19,6 +19,8 @@ from __future__ import annotations
 
 _APPLIED = "server-side apply (reconciler._apply): patch, and create when the object is missing"
 _PRUNED = "pruned when no longer wanted (reconciler._prune)"
+_REQUEST_READ = "each step reads the TenantBackup/TenantRestore afresh (operations.controller)"
+_REQUEST_STATUS = "progress, as a conditional merge patch of the status (operations.controller)"
 _WATCHED = "the watch cache lists and watches every owned kind (runtime.watched_kinds)"
 
 
@@ -57,6 +59,16 @@ CODE: dict[tuple[str, str], dict[str, str]] = {
     ("rbac.authorization.k8s.io", "roles"): _owned(),
     ("rbac.authorization.k8s.io", "rolebindings"): _owned(),
     ("batch", "cronjobs"): _owned(),
+    ("batch", "jobs"): {
+        "create": "the Jobs of TenantBackups and TenantRestores (operations.controller), POST only",
+        "get": "a request's Job the watch cache has not shown yet, or one of the same name (operations.controller)",
+        "list": "the watch cache follows the request and drill Jobs' outcome (runtime.watched_kinds)",
+        "watch": "the watch cache follows the request and drill Jobs' outcome (runtime.watched_kinds)",
+    },
+    ("tenancy.dev", "tenantbackups"): {"get": _REQUEST_READ},
+    ("tenancy.dev", "tenantbackups/status"): {"patch": _REQUEST_STATUS},
+    ("tenancy.dev", "tenantrestores"): {"get": _REQUEST_READ},
+    ("tenancy.dev", "tenantrestores/status"): {"patch": _REQUEST_STATUS},
 }
 
 # What kopf itself does (kopf 1.45: kopf/_cogs/clients, kopf/_core).
@@ -65,6 +77,14 @@ KOPF: dict[tuple[str, str], dict[str, str]] = {
         "list": "kopf lists and watches the served resource",
         "watch": "kopf lists and watches the served resource",
         "patch": "kopf's finalizer and its progress and last-handled annotations (merge and JSON patches)",
+    },
+    ("tenancy.dev", "tenantbackups"): {
+        "list": "kopf lists and watches the requests (handlers: on.event, no finalizer, no patch)",
+        "watch": "kopf lists and watches the requests (handlers: on.event, no finalizer, no patch)",
+    },
+    ("tenancy.dev", "tenantrestores"): {
+        "list": "kopf lists and watches the requests (handlers: on.event, no finalizer, no patch)",
+        "watch": "kopf lists and watches the requests (handlers: on.event, no finalizer, no patch)",
     },
     ("", "events"): {
         "create": "kopf.event / kopf.warn post core v1 Events (kopf never patches or reads them)",

@@ -40,7 +40,7 @@ KUBE_COMPONENTS = {
 }
 # Components whose objects the reconciler may prune. The namespace is never
 # pruned here: only the deletion lifecycle removes it.
-PRUNABLE = {"network", "quota", "rbac", "ingress", "mysql", "objectstorage", "rabbitmq", "backup"}
+PRUNABLE = {"network", "quota", "rbac", "ingress", "mysql", "objectstorage", "rabbitmq", "backup", "drill"}
 
 Key = tuple[str, str, str, str]
 
@@ -331,7 +331,8 @@ class Reconciler:
         if "namespace" not in errors:
             # Merge-patch null removes the field once nothing is pending any more.
             extra_status.setdefault("pendingRemovals", None)
-        ordered = [conditions[c] for c in status.COMPONENT_CONDITIONS if c in conditions]
+        ordered = [conditions[c] for c in status.COMPONENT_CONDITIONS + status.INFORMATIONAL_CONDITIONS
+                   if c in conditions]
         if deletion is not None:
             extra_status["deletion"] = deletion
         write = self._write_status(body, lambda cur: status.desired_status(

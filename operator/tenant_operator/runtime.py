@@ -24,6 +24,9 @@ from tenant_operator.kube import view
 from tenant_operator.kube.client import KINDS, OWNED, Kube, NotOwner
 from tenant_operator.kube.indexes import Indexer
 from tenant_operator.kube.watchcache import WatchCache, Watched
+from tenant_operator.operations import runner as runner_mod
+from tenant_operator.operations.controller import Operations
+from tenant_operator.operations.runner import Runner
 from tenant_operator.reconciler import Reconciler
 from tenant_operator.recovery import RecoveryWatch
 
@@ -37,6 +40,7 @@ class State:
         self.cfg = cfg
         self.kube = Kube.from_environment(cfg.field_manager, pool_size=cfg.workers * 2)
         self.backends = build_backends(cfg, self.kube)
+        self.drills = next(b for b in self.backends if b.component == "drill")
         self.reconciler = Reconciler(cfg, self.kube, self.backends)
         self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
         self.triggers: dict[str, asyncio.Event] = {}            # reconcile daemons
@@ -48,6 +52,13 @@ class State:
         self.shards = shards_mod.from_config(self.kube, cfg)   # None: every tenant is ours
         self.shards_task: asyncio.Task | None = None
         self.cache = WatchCache(self.kube, watched_kinds(cfg.field_manager), self.wake)
+        self.operations = Operations(cfg, self.kube, self.backends, owns=self.owns,
+                                     tenant_lock=self.reconciler.tenant_lock)
+        self.runner = Runner(self._step, self.executor,
+                             lambda key: self.cache.indexes[runner_mod.JOBS_INDEX].get(key, ()))
+
+    def _step(self, kind: str, namespace: str, name: str, views: list[dict]):
+        return self.operations.step(kind, namespace, name, views)
         self.freeze_task: asyncio.Task | None = None
 
     def owns(self, body) -> bool:
@@ -73,7 +84,10 @@ class State:
         self.recovery.forget(tenant)
         metrics.forget(tenant)
 
-    def wake(self, tenant: str) -> None:
+    def wake(self, tenant) -> None:
+        if isinstance(tenant, tuple):   # (kind, namespace, name) of a TenantBackup or TenantRestore
+            self.runner.wake(tenant)
+            return
         for triggers in (self.triggers, self.deletion_triggers):
             event = triggers.get(tenant)
             if event is not None:
@@ -126,6 +140,9 @@ def watched_kinds(manager: str) -> list[Watched]:
             indexers.append(Indexer(INGRESS_HOSTS, ingress_hosts))
         out.append(Watched(kind.kind, OWNED_SELECTOR, tuple(indexers)))
     out.append(Watched("Tenant", "", (Indexer(PLACEMENT_INDEX, tenant_placement),)))
+    out.append(Watched("Job", runner_mod.JOB_SELECTOR, (
+        Indexer(runner_mod.JOBS_INDEX, runner_mod.request_jobs, runner_mod.job_essence, wakes=True),
+        Indexer(runner_mod.DRILL_JOBS_INDEX, runner_mod.drill_jobs, runner_mod.job_essence, wakes=True))))
     return out
 
 
@@ -139,9 +156,10 @@ def fingerprint(body: kopf.Body, live: dict, claims: dict) -> tuple:
             tuple(sorted((host, tuple(c)) for host, c in claims.items())))
 
 
-# kopf's connections: its watch of Tenants (and of CRDs) holds one each, the rest
-# carry Tenant patches and events; more in flight queue for a free connection.
-KOPF_CONNECTIONS = 8
+# kopf's connections: its watches (Tenants, TenantBackups, TenantRestores, CRDs)
+# hold one each, the rest carry patches and events; more in flight queue for a
+# free connection.
+KOPF_CONNECTIONS = 12
 
 
 def bounded_session(info: kopf.ConnectionInfo, limit: int = KOPF_CONNECTIONS) -> kopf.AiohttpSession:
@@ -155,6 +173,13 @@ def bounded_session(info: kopf.ConnectionInfo, limit: int = KOPF_CONNECTIONS) ->
                                default_namespace=info.default_namespace, expiration=info.expiration)
 
 
+async def request_changed(state: State | None, kind: str, namespace: str, name: str, etype) -> None:
+    """A TenantBackup or TenantRestore was listed or changed: step it."""
+    if state and etype != "DELETED":
+        await state.cache.wait_synced()   # its Jobs must be in the cache before a step trusts it
+        state.runner.wake((kind, namespace, name))
+
+
 async def freeze_heap_when_synced(cache: WatchCache) -> None:
     """Once the first lists are in, move everything alive to the collector's permanent
     generation. The views of ~17,000 objects are long-lived; without this every
@@ -162,6 +187,12 @@ async def freeze_heap_when_synced(cache: WatchCache) -> None:
     await cache.wait_synced()
     gc.collect()
     gc.freeze()
+
+
+def drill_jobs(tenant: str, indexes: dict) -> tuple:
+    """Copies of the views of the tenant's drill Jobs, in a stable order (taken in the event loop)."""
+    return tuple(sorted((dict(v) for v in indexes[runner_mod.DRILL_JOBS_INDEX].get(tenant, ())),
+                        key=lambda v: v["name"]))
 
 
 def live_objects(tenant: str, indexes: dict) -> dict:
@@ -248,7 +279,9 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped) -> None:
                 continue
             live = live_objects(name, indexes)
             claims = domain_claims(body, indexes)
-            inputs = fingerprint(body, live, claims)
+            drills = drill_jobs(name, indexes)
+            state.drills.observed[name] = drills
+            inputs = fingerprint(body, live, claims) + (tuple(runner_mod.job_essence(v) for v in drills),)
             if inputs == quiet_inputs and loop.time() < resync_at:
                 metrics.SKIPPED_PASSES.inc()
                 await wait(trigger, stopped, min(state.cfg.drift_interval, resync_at - loop.time()))

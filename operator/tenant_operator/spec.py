@@ -82,10 +82,22 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Drills:
+    """Scheduled recovery drills: the latest backups restored into scratch databases."""
+    enabled: bool = BUILT_IN.drills_enabled
+    schedule: str = BUILT_IN.drill_schedule
+
+
+@dataclass(frozen=True)
 class Backup:
     enabled: bool = True
     schedule: str = BUILT_IN.backup_schedule
     retention: Retention = field(default_factory=Retention)
+    drills: Drills = field(default_factory=Drills)
+
+    @property
+    def drilled(self) -> bool:
+        return self.enabled and self.drills.enabled
 
 
 @dataclass(frozen=True)
@@ -316,8 +328,15 @@ def _backup(spec: dict, defaults: SpecDefaults) -> Backup:
         values[key] = v
     if not any(values.values()):
         raise SpecError("spec.backup.retention", "keeps nothing: set at least one of daily, weekly, monthly")
+    drills = _get(raw, "drills", "spec.backup", dict, {})
+    drill_schedule = _get(drills, "schedule", "spec.backup.drills", str, defaults.drill_schedule)
+    if not CRON.fullmatch(drill_schedule):
+        raise SpecError("spec.backup.drills.schedule", f"{drill_schedule!r} is not a cron schedule: 5 fields in "
+                                                       "range or a macro such as @weekly")
     return Backup(enabled=_get(raw, "enabled", "spec.backup", bool, True),
-                  schedule=schedule, retention=Retention(**values))
+                  schedule=schedule, retention=Retention(**values),
+                  drills=Drills(enabled=_get(drills, "enabled", "spec.backup.drills", bool, defaults.drills_enabled),
+                                schedule=drill_schedule))
 
 
 def _duration_field(raw: dict, key: str, path: str, default: int) -> int:

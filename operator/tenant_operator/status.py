@@ -16,6 +16,9 @@ COMPONENT_CONDITIONS = (
     "NamespaceReady", "NetworkReady", "QuotaReady", "IngressReady",
     "DatabasesReady", "ObjectStorageReady", "MessagingReady", "BackupsReady",
 )
+# Reported with the others, after them, but not part of Ready: what they say
+# (the recovery drills' verdict on the backups) does not make the tenant unusable.
+INFORMATIONAL_CONDITIONS = ("BackupsVerified",)
 PHASES = ("Provisioning", "Ready", "Degraded", "Suspended", "Terminating", "Invalid")
 
 
@@ -52,7 +55,7 @@ def merge_conditions(current: list[dict], new: list[Condition], generation: int,
             "lastTransitionTime": ltt or now,
             "observedGeneration": generation,
         })
-    order = {t: i for i, t in enumerate(("Ready", *COMPONENT_CONDITIONS))}
+    order = {t: i for i, t in enumerate(("Ready", *COMPONENT_CONDITIONS, *INFORMATIONAL_CONDITIONS))}
     return sorted(out, key=lambda c: order.get(c["type"], len(order)))
 
 
@@ -86,7 +89,7 @@ def desired_status(current: dict, *, generation: int, namespace: str, conditions
                    deletion: dict | None = None, now: str | None = None) -> dict:
     """The full status the tenant should have (operator-owned fields only)."""
     now = now or now_iso()
-    ready = summary(conditions, suspended)
+    ready = summary([c for c in conditions if c.type not in INFORMATIONAL_CONDITIONS], suspended)
     if deletion is not None:
         waiting = f" Waiting: {deletion['waitingOn']}." if deletion.get("waitingOn") else ""
         ready = Condition("Ready", False, "Terminating",

@@ -62,14 +62,15 @@ def custom(kube_config):
 
 @pytest.fixture(scope="session")
 def crd(kube_config):
-    subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds/tenant.yaml")],
+    subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
                    check=True, capture_output=True)
     ext = kubernetes.client.ApiextensionsV1Api(kube_config)
 
     def established():
-        crd = ext.read_custom_resource_definition("tenants.tenancy.dev")
-        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
-    wait_for(established, 30, what="CRD established")
+        return all(any(c.type == "Established" and c.status == "True"
+                       for c in ext.read_custom_resource_definition(name).status.conditions or [])
+                   for name in ("tenants.tenancy.dev", "tenantbackups.tenancy.dev", "tenantrestores.tenancy.dev"))
+    wait_for(established, 30, what="CRDs established")
     return True
 
 

@@ -149,6 +149,8 @@ def platform():
     kubectl("create", "namespace", OPERATOR_NS, check=False)
     for s in admin_secrets(state):
         apply(s)
+    # helm installs a chart's CRDs only with the release's first install: apply the current ones.
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     values = DEVENV / "e2e-values.yaml"
     values.write_text(yaml.safe_dump(chart_values(state, image)))
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))

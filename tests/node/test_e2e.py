@@ -78,7 +78,10 @@ def test_operator_runs_in_cluster_with_only_its_roles(platform):
     assert roles == {RELEASE, f"{RELEASE}-leases"}
     assert kubectl("auth", "can-i", "update", "leases", "-n", OPERATOR_NS, "--as", sa).strip() == "yes"
     assert kubectl("auth", "can-i", "update", "leases", "-n", "default", "--as", sa, check=False).strip() == "no"
-    for verb, resource in (("create", "jobs"), ("delete", "jobs"), ("update", "tenants"), ("get", "nodes")):
+    # Jobs: created for TenantBackups and TenantRestores, never changed or deleted.
+    assert kubectl("auth", "can-i", "create", "jobs", "-n", NS_A, "--as", sa).strip() == "yes"
+    for verb, resource in (("patch", "jobs"), ("delete", "jobs"), ("update", "tenants"), ("get", "nodes"),
+                           ("create", "tenantrestores")):
         assert kubectl("auth", "can-i", verb, resource, "--as", sa, check=False).strip() == "no", (verb, resource)
     assert kubectl("auth", "can-i", "patch", "tenants/status", "--as", sa).strip() == "yes"
 
@@ -258,6 +261,85 @@ def test_backup_job_from_cronjob_and_restore_job(tenants):
     with tenants.mysql(database=db["DB_DATABASE"]) as conn, conn.cursor() as c:
         c.execute("SELECT name FROM items WHERE id = 1")
         assert c.fetchone() == ("written-by-pod",)
+
+
+# --- TenantBackup, TenantRestore and recovery drills, run for real -------------------
+
+
+def request(kind: str, name: str, spec: dict) -> dict:
+    return {"apiVersion": "tenancy.dev/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": NS_A},
+            "spec": spec}
+
+
+def request_phase(plural: str, name: str, phase: str, timeout: float = 240) -> dict:
+    def done():
+        obj = kubectl_json("-n", NS_A, "get", plural, name)
+        st = obj.get("status") or {}
+        if st.get("phase") == "Failed" and phase != "Failed":
+            pytest.fail(f"{plural} {name} failed: {st}")
+        return obj if st.get("phase") == phase else None
+    return wait_for(done, timeout=timeout, what=f"{plural} {name} {phase}")
+
+
+def test_tenant_backup_and_restore_resources(tenants):
+    db = secret_data(NS_A, "app-db-credentials")
+    bucket = secret_data(NS_A, "objectstorage-credentials")["S3_BACKUPS_BUCKET"]
+    apply(request("TenantBackup", "e2e-backup", {}))
+    backup = request_phase("tenantbackups", "e2e-backup", "Complete")
+    (written,) = backup["status"]["backups"]
+    assert written["service"] == "app" and written["key"].startswith("mysql/app/")
+    manifest = json.loads(tenants.minio().get_object(bucket, written["key"] + ".manifest.json").read())
+    assert manifest["sha256"] == written["sha256"] and manifest["request"] == backup["metadata"]["uid"]
+    listed = kubectl("-n", NS_A, "get", "tenantbackups,tenantrestores")
+    assert "e2e-backup" in listed and "Complete" in listed
+
+    with tenants.mysql(database=db["DB_DATABASE"]) as conn, conn.cursor() as c:
+        c.execute("DELETE FROM items")
+    apply(request("TenantRestore", "e2e-restore", {"service": "app", "backup": written["key"]}))
+    restored = request_phase("tenantrestores", "e2e-restore", "Complete")
+    assert restored["status"]["verified"] is True and restored["status"]["sha256"] == written["sha256"]
+    assert restored["status"]["database"] == db["DB_DATABASE"]
+    with tenants.mysql(database=db["DB_DATABASE"]) as conn, conn.cursor() as c:
+        c.execute("SELECT name FROM items WHERE id = 1")
+        assert c.fetchone() == ("written-by-pod",)
+
+
+def drill_verdict() -> tuple[dict, dict]:
+    t = kubectl_json("get", "tenant", A)
+    cond = next((c for c in t["status"].get("conditions") or [] if c["type"] == "BackupsVerified"), {})
+    return cond, (t["status"].get("backups") or {}).get("lastVerified") or {}
+
+
+def test_recovery_drill_passes_then_fails_on_a_corrupted_backup(tenants):
+    kubectl("-n", NS_A, "create", "job", "--from=cronjob/drill-app-db", "drill-e2e-pass")
+    wait_job(NS_A, "drill-e2e-pass")
+    cond, last = wait_for(lambda: (lambda v: v if v[0].get("status") == "True" else None)(drill_verdict()),
+                          timeout=60, what="BackupsVerified True")
+    assert cond["reason"] == "Verified"
+    assert last["databases"]["app"]["outcome"] == "Passed" and last["databases"]["app"]["job"] == "drill-e2e-pass"
+    scratch = kubectl_json("-n", NS_A, "get", "cronjob", "drill-app-db")["spec"]["jobTemplate"]["spec"][
+        "template"]["spec"]["containers"][0]["command"][-1]
+    with tenants.mysql() as conn, conn.cursor() as c:
+        c.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (scratch,))
+        assert c.fetchone() == (0,), "the drill leaves its scratch database empty"
+
+    # Corrupt the newest dump (same size, other bytes) with the admin client.
+    bucket = secret_data(NS_A, "objectstorage-credentials")["S3_BACKUPS_BUCKET"]
+    minio = tenants.minio()
+    dumps = sorted(o.object_name for o in minio.list_objects(bucket, prefix="mysql/app/", recursive=True)
+                   if o.object_name.endswith(".sql.gz"))
+    size = minio.stat_object(bucket, dumps[-1]).size
+    import io
+    minio.put_object(bucket, dumps[-1], io.BytesIO(b"\0" * size), size)
+    kubectl("-n", NS_A, "create", "job", "--from=cronjob/drill-app-db", "drill-e2e-corrupt")
+    wait_for(lambda: kubectl_json("-n", NS_A, "get", "job", "drill-e2e-corrupt")["status"].get("failed"),
+             timeout=180, what="the drill Job on a corrupted backup to fail")
+    cond, last = wait_for(lambda: (lambda v: v if v[0].get("status") == "False" else None)(drill_verdict()),
+                          timeout=60, what="BackupsVerified False")
+    assert cond["reason"] == "IntegrityCheckFailed" and cond["message"].startswith("app: drill Job drill-e2e-corrupt")
+    assert last["databases"]["app"] == {**last["databases"]["app"], "outcome": "Failed",
+                                        "reason": "IntegrityCheckFailed"}
+    assert tenant_ready(A), "a failed drill does not make the tenant unready"
 
 
 # --- the operator pod dies mid-provisioning ---------------------------------------

@@ -22,24 +22,26 @@ def test_every_handler_is_async():
     # kopf runs sync handlers in its own thread pool: wake() would then set
     # asyncio events from a foreign thread. Blocking work goes to State.executor.
     found = {h.id: inspect.iscoroutinefunction(h.fn) for h in _registered()}
-    assert set(found) == {"tenant_changed", "reconcile", "delete"}
+    assert set(found) == {"tenant_changed", "reconcile", "delete", "tenantbackup_changed", "tenantrestore_changed"}
     assert [h for h, is_async in found.items() if not is_async] == []
 
 
-def test_kopf_watches_tenants_only():
+def test_kopf_watches_only_the_operators_own_resources():
     # Owned objects go to the operator's own watch cache: kopf would give each
     # of them a worker and hold its raw body until every index is populated.
+    # kopf serves the Tenants and the TenantBackup/TenantRestore requests.
     registry = kopf.get_default_registry()
     assert registry._indexing.get_all_handlers() == []  # noqa: SLF001
-    assert {(h.selector.group, h.selector.any_name) for h in _registered()} == {("tenancy.dev", "tenants")}
+    assert {(h.selector.group, h.selector.any_name) for h in _registered()} == {
+        ("tenancy.dev", "tenants"), ("tenancy.dev", "tenantbackups"), ("tenancy.dev", "tenantrestores")}
 
 
 def test_watch_cache_covers_every_owned_kind_once():
     watched = runtime.watched_kinds("tenant-operator")
     kinds = [w.kind for w in watched]
-    assert sorted(kinds) == sorted([k.kind for k in KINDS.values() if k.owned] + ["Tenant"])
+    assert sorted(kinds) == sorted([k.kind for k in KINDS.values() if k.owned] + ["Tenant", "Job"])
     assert len({w.kind for w in watched}) == len(watched)
-    owned = {w.kind: w for w in watched if w.kind != "Tenant"}
+    owned = {w.kind: w for w in watched if w.kind not in ("Tenant", "Job")}
     assert len(owned) == len(OWNED)
     assert all(w.label_selector == runtime.OWNED_SELECTOR for w in owned.values())
     assert {ix.index for ix in owned["Ingress"].indexers} == {"owned_ingresses", runtime.INGRESS_HOSTS}

@@ -26,6 +26,9 @@ CHART = ROOT / "charts" / "tenant-operator"
 EXAMPLES = ROOT / "examples"
 DOCKERFILE = ROOT / "Dockerfile"
 SYNC_HINT = "copy it: cp crds/tenant.yaml manifests/crd.yaml charts/tenant-operator/crds/tenant.yaml"
+# Each CRD and its copies in the kustomize base and the chart.
+CRD_COPIES = {"tenant.yaml": "crd.yaml", "tenantbackup.yaml": "crd-tenantbackup.yaml",
+              "tenantrestore.yaml": "crd-tenantrestore.yaml"}
 
 CONFIG_PATH = "/etc/tenant-operator/config.yaml"
 UID = 10001
@@ -91,7 +94,8 @@ LOCAL_METHODS = {"check_owner", "guarded"}
 # The calls whose kind is not a literal; what they reach is derived from the rendered objects below.
 DYNAMIC_CALLS = {("reconciler.py", "apply"), ("reconciler.py", "create"), ("reconciler.py", "delete"),
                  ("shards.py", "create"), ("shards.py", "replace"),
-                 ("watchcache.py", "list_page"), ("watchcache.py", "watch")}
+                 ("watchcache.py", "list_page"), ("watchcache.py", "watch"),
+                 ("controller.py", "get"), ("controller.py", "patch_status"), ("controller.py", "create")}
 
 
 def resource(kind: str) -> tuple[str, str]:
@@ -143,6 +147,13 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
     from tenant_operator.runtime import watched_kinds
     for watched in watched_kinds("tenant-operator"):
         need.setdefault(resource(watched.kind), set()).update({"list", "watch"})
+    # operations/controller.py reads each request and writes its status, and creates its Jobs.
+    for kind in ("TenantBackup", "TenantRestore"):
+        group, plural = resource(kind)
+        need.setdefault((group, plural), set()).add("get")
+        need.setdefault((group, plural + "/status"), set()).add("patch")
+    for job in request_jobs():
+        need.setdefault(resource(job["kind"]), set()).add("create")
     # shards.py writes its Leases through create (a missing one) and replace (renew, take, give back).
     need.setdefault(resource("Lease"), set()).update({"create", "update"})
     return need
@@ -184,26 +195,51 @@ def test_kopf_sends_no_put_and_posts_core_events():
     assert permissions.KOPF[("", "events")].keys() == {"create"}
 
 
-def test_the_operator_creates_no_jobs():
-    # The backup Jobs come from the CronJob controller; the final backup runs in the operator process.
-    assert "Job" not in KINDS
+def request_jobs() -> list[dict]:
+    """The Jobs the operator creates: a TenantBackup's and a TenantRestore's."""
+    from tenant_operator.operations import jobs, model
+    cfg = config.from_dict({})
+    t = spec.parse(yaml.safe_load((EXAMPLES / "tenant-premium.yaml").read_text()), cfg)
+    service = t.databases[0]
+    return [*jobs.backup_jobs(model.BackupRequest("b", t.namespace, "u1", (service,)), t, cfg),
+            jobs.restore_job(model.RestoreRequest("r", t.namespace, "u2", service, "", ""),
+                             f"mysql/{service}/20260101T000000Z.sql.gz", t, cfg)]
+
+
+def test_the_operator_creates_jobs_only_for_requests():
+    # Scheduled backup Jobs come from the CronJob controller; the operator only creates the
+    # Jobs of TenantBackups and TenantRestores, each owned by its request (it goes with it).
+    assert not KINDS["Job"].owned
     assert not any(o["kind"] == "Job" for o in rendered_objects())
-    assert permissions.merged(permissions.CODE, permissions.KOPF).get(("batch", "jobs"), set()) == set()
+    for job in request_jobs():
+        (owner,) = job["metadata"]["ownerReferences"]
+        assert owner["kind"] in ("TenantBackup", "TenantRestore") and owner["controller"] is True
+    verbs = permissions.merged(permissions.CODE, permissions.KOPF)[("batch", "jobs")]
+    assert "create" in verbs and not verbs & {"patch", "update", "delete"}
 
 
 # --- CRD copies --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("copy", [MANIFESTS / "crd.yaml", CHART / "crds" / "tenant.yaml"],
-                         ids=["manifests", "chart"])
-def test_crd_copy_is_identical(copy: Path):
-    assert copy.read_bytes() == CRD.read_bytes(), f"{copy.relative_to(ROOT)} differs from crds/tenant.yaml; " \
-                                                  + SYNC_HINT
+@pytest.mark.parametrize("source,copy", [(name, place / copy_name)
+                                         for name, manifest in CRD_COPIES.items()
+                                         for place, copy_name in ((MANIFESTS, manifest), (CHART / "crds", name))],
+                         ids=lambda v: str(v).rsplit("/", 2)[-2] + "/" + str(v).rsplit("/", 1)[-1]
+                         if "/" in str(v) else v)
+def test_crd_copy_is_identical(source: str, copy: Path):
+    assert copy.read_bytes() == (ROOT / "crds" / source).read_bytes(), \
+        f"{copy.relative_to(ROOT)} differs from crds/{source}; copy it"
+
+
+def test_crds_are_the_served_kinds():
+    crds = {yaml.safe_load((ROOT / "crds" / name).read_text())["spec"]["names"]["kind"] for name in CRD_COPIES}
+    assert crds == {"Tenant", "TenantBackup", "TenantRestore"}
+    assert {p.name for p in (ROOT / "crds").glob("*.yaml")} == set(CRD_COPIES)
 
 
 def test_kustomization_lists_the_crd_copy_and_every_file():
     kust = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
     assert kust["namespace"] == "tenant-operator"
-    assert "crd.yaml" in kust["resources"]
+    assert set(CRD_COPIES.values()) <= set(kust["resources"])
     for res in kust["resources"]:
         assert (MANIFESTS / res).is_file(), res
         assert not res.startswith(".."), "kustomize refuses files outside the base by default"
@@ -255,16 +291,16 @@ def test_owned_kinds_are_what_the_operator_renders():
     rendered = {o["kind"] for o in render.render_tenant(premium, cfg)}
     owned = {k.kind for k in KINDS.values() if k.owned}
     assert rendered <= owned
-    assert set(KINDS) - owned == {"Tenant", "Lease"}
+    assert set(KINDS) - owned == {"Tenant", "Lease", "Job", "TenantBackup", "TenantRestore"}
     assert {p for _g, _v, p in OWNED} == {k.plural for k in KINDS.values() if k.owned}
 
 
 def test_clusterrole_check_refuses_an_unused_verb():
-    """The check above fails on a grant nobody needs (here Jobs writes, which the
-    ClusterRole held before nothing was found to use them)."""
+    """The check above fails on a grant nobody needs (here Jobs patch and delete:
+    the operator only creates the Jobs of requests, which go with them)."""
     rules = manifests_clusterrole()["rules"] + [{"apiGroups": ["batch"], "resources": ["jobs"],
                                                  "verbs": ["create", "patch", "delete"]}]
-    with pytest.raises(AssertionError, match=r"grants \['create', 'delete', 'patch'\] on \('batch', 'jobs'\)"):
+    with pytest.raises(AssertionError, match=r"grants \['delete', 'patch'\] on \('batch', 'jobs'\)"):
         check_clusterrole(rules)
     without_events = [r for r in manifests_clusterrole()["rules"] if r["resources"] != ["events"]]
     with pytest.raises(AssertionError, match="lacks"):
@@ -503,9 +539,11 @@ def test_chart_config_is_valid_and_credentials_come_from_secrets(monkeypatch):
 
 def test_chart_values_set_each_spec_default_and_the_older_grace_key_still_wins():
     docs = helm_template("--set", "config.defaultGracePeriod=48h", "--set", "config.defaults.backup.retention.daily=7",
-                         "--set", "config.defaults.ingress.className=haproxy")
+                         "--set", "config.defaults.ingress.className=haproxy",
+                         "--set", "config.defaults.backup.drills.enabled=false")
     cfg = config.from_dict(yaml.safe_load(one(docs, "Secret")["stringData"]["config.yaml"]))
     assert cfg.default_grace_period == 48 * 3600
+    assert (cfg.defaults.drills_enabled, cfg.defaults.drill_schedule) == (False, "30 4 * * 0")
     assert (cfg.defaults.retention_daily, cfg.defaults.retention_weekly) == (7, 12)
     assert cfg.defaults.ingress_class_name == "haproxy"
 
@@ -534,7 +572,7 @@ def test_chart_crds_and_version():
     assert chart["apiVersion"] == "v2" and chart["name"] == "tenant-operator"
     import tenant_operator
     assert chart["appVersion"] == tenant_operator.__version__
-    assert {p.name for p in (CHART / "crds").iterdir()} == {"tenant.yaml"}
+    assert {p.name for p in (CHART / "crds").iterdir()} == set(CRD_COPIES)
 
 
 # --- Dockerfile --------------------------------------------------------------------------

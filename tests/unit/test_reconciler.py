@@ -83,7 +83,12 @@ class FakeMySQL:
     def owned_by(self, uid):
         return []
 
-    def ensure_account(self, database, user, password, *, max_user_connections, locked, owner=None):
+    def ensure_owned_database(self, database, owner, grant_to=""):
+        self.owned_databases = {**getattr(self, "owned_databases", {}), database: owner}
+        return []
+
+    def ensure_account(self, database, user, password, *, max_user_connections, locked, owner=None,
+                       extra_databases=()):
         if self.down:
             raise BackendUnavailable("mysql", "127.0.0.1:3306 unreachable")
         changes = []

@@ -15,7 +15,8 @@ def build_backends(cfg: OperatorConfig, kube: Kube) -> list:
     from tenant_operator.backends.objectstore.component import ObjectStorageComponent
     from tenant_operator.backends.rabbitmq.component import RabbitMQComponent
     from tenant_operator.backup.component import BackupComponent
+    from tenant_operator.operations.drills import DrillComponent
     mysql, backup = MySQLComponent(cfg, kube), BackupComponent(cfg, kube)
     mysql.final_dump = backup.dump_service
     backup.owned_services = mysql.owned_services
-    return [mysql, ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube), backup]
+    return [mysql, ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube), backup, DrillComponent(cfg, kube)]

@@ -1,4 +1,4 @@
-"""`tenant-operator backup` and `tenant-operator restore`.
+"""`tenant-operator backup`, `tenant-operator restore` and `tenant-operator drill`.
 
 The backup CronJob runs `tenant-operator backup --secret-env` with both
 Secrets as environment (`envFrom`) plus BACKUP_SERVICE and BACKUP_KEEP_*.
@@ -6,7 +6,7 @@ An administrator can run either command from outside with `--namespace NS`,
 which reads the same Secrets through the Kubernetes API instead.
 
 Exit status: 0 done, 1 failed, 2 bad settings, 3 integrity check failed
-(restore refused, nothing executed)."""
+(restore refused, nothing executed), 4 nothing to drill (no backup yet)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def cmd_backup(args) -> int:
             for k, v in (("daily", args.keep_daily), ("weekly", args.keep_weekly), ("monthly", args.keep_monthly))}
     policy = retention.Policy(**keep)     # validated before anything runs
     manifest = run_backup(db, store, service, tool=args.dump_tool, trigger=args.trigger,
-                          part_size=args.part_size_mib * 2**20)
+                          part_size=args.part_size_mib * 2**20, request=args.request_id)
     print(json.dumps(manifest, sort_keys=True), flush=True)
     if not args.no_retention:
         retention.apply(store, service, policy)
@@ -104,6 +104,15 @@ def cmd_restore(args) -> int:
               flush=True)
         return 0
     summary = restore(db, store, key, into_database=args.into_database or "", tool=args.client_tool)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return 0
+
+
+def cmd_drill(args) -> int:
+    from tenant_operator.backup.drill import run_drill
+    env = _settings(args)
+    service, db, store = _stores(env, args.service)
+    summary = run_drill(db, store, service, args.into_database, tool=args.client_tool)
     print(json.dumps(summary, sort_keys=True), flush=True)
     return 0
 
@@ -159,6 +168,7 @@ def add_command(sub) -> None:
     b.add_argument("--dump-tool", default="", help="dump program (default: mariadb-dump, else mysqldump)")
     b.add_argument("--trigger", default="schedule", choices=("schedule", "manual", "final"),
                    help=argparse.SUPPRESS)
+    b.add_argument("--request-id", default="", help=argparse.SUPPRESS)   # a TenantBackup's UID, in the manifest
     b.set_defaults(func=_run(cmd_backup))
 
     r = sub.add_parser("restore", help="verify a backup against its manifest, then load it into the database",
@@ -174,3 +184,13 @@ def add_command(sub) -> None:
     r.add_argument("--verify-only", action="store_true", help="check the backup, execute nothing")
     r.add_argument("--client-tool", default="", help="client program (default: mariadb, else mysql)")
     r.set_defaults(func=_run(cmd_restore))
+
+    d = sub.add_parser("drill", help="restore the latest backup into a scratch database, then empty it",
+                       description="A recovery drill: verify the newest complete backup against its manifest, "
+                                   "restore it into the scratch database, then drop and create that database "
+                                   "again. Exit 3: the dump does not match its manifest; 4: no backup yet.")
+    _source(d)
+    d.add_argument("--into-database", required=True, metavar="NAME",
+                   help="the scratch database (created by the operator, granted to the service's user)")
+    d.add_argument("--client-tool", default="", help="client program (default: mariadb, else mysql)")
+    d.set_defaults(func=_run(cmd_drill))

@@ -264,7 +264,7 @@ def _free_key(store: BackupStore, service: str, when: datetime) -> tuple[str, da
 def run_backup(db: DbSettings, store: BackupStore, service: str, *, tool: str = "", trigger: str = "schedule",
                part_size: int = DEFAULT_PART_SIZE, version: str | None = None, timeout: float | None = None,
                popen: Callable[..., subprocess.Popen] = subprocess.Popen,
-               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> dict:
+               clock: Callable[[], datetime] = lambda: datetime.now(UTC), request: str = "") -> dict:
     """Dump `db` into `store` under mysql/<service>/ and write its manifest;
     returns the manifest. Raises BackupError, leaving no manifest (and no dump
     object) behind, when anything fails. `timeout` (seconds) kills a dump that
@@ -349,6 +349,7 @@ def run_backup(db: DbSettings, store: BackupStore, service: str, *, tool: str = 
         "finishedAt": _iso(finished),
         "durationSeconds": round(time.monotonic() - started_mono, 3),
         "trigger": trigger,
+        **({"request": request} if request else {}),   # the TenantBackup that asked for it
     }
     try:
         store.put_json(backup.manifest_key(key), manifest)

@@ -56,6 +56,10 @@ KINDS = {k.kind: k for k in (
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Kind("batch/v1", "CronJob", "cronjobs", True),
     Kind("tenancy.dev/v1alpha1", "Tenant", "tenants", False, owned=False),
+    # Jobs of TenantBackups, TenantRestores and drills: created once, never applied or pruned.
+    Kind("batch/v1", "Job", "jobs", True, owned=False),
+    Kind("tenancy.dev/v1alpha1", "TenantBackup", "tenantbackups", True, owned=False),
+    Kind("tenancy.dev/v1alpha1", "TenantRestore", "tenantrestores", True, owned=False),
     Kind("coordination.k8s.io/v1", "Lease", "leases", True, owned=False),
 )}
 # (group, version, plural) of every kind the operator creates for a tenant.

@@ -337,12 +337,15 @@ class MySQLBackend:
     # --- public API --------------------------------------------------------------------
 
     def ensure_account(self, database: str, user: str, password: str, *, max_user_connections: int,
-                       locked: bool, owner: Owner | None = None) -> list[str]:
+                       locked: bool, owner: Owner | None = None, extra_databases: tuple[str, ...] = ()) -> list[str]:
         """Converge database, user, password, privileges, connection limit and lock state.
+        `extra_databases` (a restore's new database, a drill's scratch database) are
+        the user's too: granted, never revoked as privileges outside its database.
 
         Reads first and writes only what differs; returns the changes made ([] when none)."""
         db_q = naming.quote_sql_identifier(database)
         grant_db = _grant_database(database)
+        extra_grants = tuple(_grant_database(d) for d in extra_databases)
         user_q = _user_name(user)
         _check_password(password)
         if isinstance(max_user_connections, bool) or not isinstance(max_user_connections, int) \
@@ -385,7 +388,10 @@ class MySQLBackend:
                     if locked:
                         self._kill_sessions(s, user)
 
-            changes.extend(self._converge_privileges(s, user, user_q, grant_db, database, state))
+            changes.extend(self._converge_privileges(s, user, user_q, grant_db, database, state,
+                                                     extra_dbs={g[1:-1] for g in extra_grants}))
+            for extra, name in zip(extra_grants, extra_databases, strict=True):
+                changes.extend(self._grant_all(s, user, user_q, extra, name))
             return changes
 
         changes = self._run(f"ensure account {user} on {database}", op, (password,))
@@ -394,7 +400,9 @@ class MySQLBackend:
         return changes
 
     def _converge_privileges(self, s: _Session, user: str, user_q: str, grant_db: str, database: str,
-                             state: _UserState) -> list[str]:
+                             state: _UserState, extra_dbs: set[str] | frozenset = frozenset()) -> list[str]:
+        """All privileges on `grant_db`; nothing anywhere else but on `extra_dbs`
+        (grant forms of the user's other databases, converged by `_grant_all`)."""
         host = self.server.user_host
         changes: list[str] = []
         for role, role_host in self._roles(s, user):
@@ -412,7 +420,10 @@ class MySQLBackend:
         own_db = grant_db[1:-1]   # as mysql.db stores it: unquoted, wildcards escaped
         db_rows = s.rows("SELECT * FROM mysql.db WHERE User = %s AND Host = %s", (user, host))
         own = [r for r in db_rows if r["Db"] == own_db]
-        other_grants = state.global_privileges or len(own) != len(db_rows)
+        extra = [r for r in db_rows if r["Db"] in extra_dbs]
+        other_grants = state.global_privileges or len(own) + len(extra) != len(db_rows)
+        if any(r.get("Grant_priv") == "Y" for r in extra):
+            other_grants = True
         if own and own[0].get("Grant_priv") == "Y":
             other_grants = True
         for table in ("tables_priv", "columns_priv", "procs_priv"):
@@ -430,6 +441,15 @@ class MySQLBackend:
             s.rows(f"GRANT ALL PRIVILEGES ON {grant_db}.* TO {user_q}@%s", (host,))
             changes.append(f"granted all privileges on {database}")
         return changes
+
+    def _grant_all(self, s: _Session, user: str, user_q: str, grant_db: str, database: str) -> list[str]:
+        """ALL PRIVILEGES on one more database of the user, unless it has them already."""
+        host = self.server.user_host
+        rows = s.rows("SELECT * FROM mysql.db WHERE User = %s AND Host = %s AND Db = %s", (user, host, grant_db[1:-1]))
+        if rows and all(v == "Y" for k, v in rows[0].items() if k.endswith("_priv") and k != "Grant_priv"):
+            return []
+        s.rows(f"GRANT ALL PRIVILEGES ON {grant_db}.* TO {user_q}@%s", (host,))
+        return [f"granted all privileges on {database}"]
 
     # --- ownership bookkeeping ---------------------------------------------------------
 
@@ -469,6 +489,29 @@ class MySQLBackend:
                    (owner.uid, owner.tenant, owner.service, ownership.ACTIVE, kind, name))
             return [f"adopted retained {kind}" if decision == "adopt-retained" else f"{kind} no longer pending removal"]
         return []
+
+    def ensure_owned_database(self, database: str, owner: Owner, grant_to: str = "") -> list[str]:
+        """Create `database` recorded for `owner` (NameConflict when it is someone
+        else's), and grant all on it to `grant_to` when given. Returns the changes."""
+        db_q = naming.quote_sql_identifier(database)
+        grant_db = _grant_database(database)
+        user_q = _user_name(grant_to) if grant_to else ""
+
+        def op(s: _Session) -> list[str]:
+            exists = s.one("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                           (database,)) is not None
+            changes = self._claim(s, "database", database, owner, exists)
+            if not exists:
+                s.rows(f"CREATE DATABASE IF NOT EXISTS {db_q} CHARACTER SET utf8mb4")
+                changes.append(f"created database {database}")
+            if grant_to:
+                changes += self._grant_all(s, grant_to, user_q, grant_db, database)
+            return changes
+
+        changes = self._run(f"ensure database {database}", op)
+        if changes:
+            log.info("mysql %s: %s (UID %s)", self.server.name, ", ".join(changes), owner.uid)
+        return changes
 
     def owned_by(self, uid: str) -> list[OwnedRow]:
         """Every database and user recorded for this Tenant UID."""

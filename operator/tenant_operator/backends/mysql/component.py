@@ -22,6 +22,17 @@ DB_ANNOTATION_USER = "tenancy.dev/mysql-user"
 DB_ANNOTATION_SERVER = "tenancy.dev/mysql-server"
 
 
+# Databases recorded for a service besides its own carry `<service>:<purpose>` in the
+# bookkeeping's service column: a restore's new database, a drill's scratch database.
+PURPOSE_RESTORE, PURPOSE_DRILL = "restore", "drill"
+
+
+def split_service(recorded: str) -> tuple[str, str]:
+    """(service, purpose) of a bookkeeping row's service column ("" for the service's own)."""
+    service, _, purpose = recorded.partition(":")
+    return service, purpose
+
+
 def primary_user(tenant: str, service: str, recorded: list[str]) -> str:
     """The first account of a service's pair. Names recorded when they were
     created win over derived ones (a change in how names are derived never
@@ -80,6 +91,11 @@ class MySQLComponent(BackendComponent):
         rows = owned.get(server.name, []) if server else []
         recorded = {(r.service, r.kind): r.name for r in rows if r.kind == "database"}
         idle_policy = self.idle_policy(t, current_status, rotate)
+        extras: dict[str, set[str]] = {}
+        for r in rows:
+            base, purpose = split_service(r.service)
+            if r.kind == "database" and purpose and (purpose != PURPOSE_DRILL or t.backup.drilled):
+                extras.setdefault(base, set()).add(r.name)
         for service in t.databases:
             db = recorded.get((service, "database")) or naming.mysql_database(t.name, service)
             primary = primary_user(t.name, service, [r.name for r in rows if r.service == service and r.kind == "user"])
@@ -94,9 +110,15 @@ class MySQLComponent(BackendComponent):
                 password = new_password()
             client = self.client(server.name)
             try:
-                made = client.ensure_account(
+                made = []
+                if t.backup.drilled and t.uid:
+                    drill_db = naming.mysql_drill_database(t.name, service)
+                    made += client.ensure_owned_database(drill_db, Owner(t.name, t.uid, f"{service}:{PURPOSE_DRILL}"))
+                    extras.setdefault(service, set()).add(drill_db)
+                made += client.ensure_account(
                     db, user, password, max_user_connections=t.mysql_max_user_connections, locked=t.suspended,
-                    owner=Owner(t.name, t.uid, service, t.adopt_existing))
+                    owner=Owner(t.name, t.uid, service, t.adopt_existing),
+                    extra_databases=tuple(sorted(extras.get(service, ()))))
                 if idle_policy == rotation.REVOKE or t.suspended:
                     made += client.revoke_owned_account(idle, t.uid)
             except NameConflict as exc:
@@ -108,6 +130,8 @@ class MySQLComponent(BackendComponent):
             changes.extend(f"{service}: {c}" for c in made)
             objects.append(self._db_secret(t, server, service, db, user, password))
 
+        if server is not None and not terminating:
+            changes.extend(self._drop_idle_drill_databases(t, rows, server.name))
         pending = self._removed_services(t, live, owned, terminating, objects, events)
         status = {"pendingRemovals": {"databases": pending}} if pending else {}
         if changes:
@@ -124,6 +148,25 @@ class MySQLComponent(BackendComponent):
                              f"{len(t.databases)} database(s) on server {server.name}")
         return ComponentResult(self.component, cond, objects=objects, events=events, status=status,
                                failed=bool(conflicts))
+
+    def _drop_idle_drill_databases(self, t: Tenant, rows: list, server_name: str) -> list[str]:
+        """Scratch databases of drills no longer wanted: they only ever hold a drill's copy."""
+        out = []
+        for r in rows:
+            base, purpose = split_service(r.service)
+            if r.kind == "database" and purpose == PURPOSE_DRILL and not (t.backup.drilled and base in t.databases):
+                if self.client(server_name).drop_owned("database", r.name, t.uid):
+                    out.append(f"{base}: dropped drill database {r.name}")
+        return out
+
+    def restore_database(self, t: Tenant, service: str, database: str, user: str) -> list[str]:
+        """Create a restore's new database for `t` (recorded for its UID, so it
+        is purged with it) and grant it to the service's user `user`. Raises
+        NameConflict when the name is someone else's."""
+        from tenant_operator.backends.mysql.client import Owner
+        client = self.client(t.mysql_server)
+        return client.ensure_owned_database(database, Owner(t.name, t.uid, f"{service}:{PURPOSE_RESTORE}"),
+                                            grant_to=user)
 
     def _db_secret(self, t: Tenant, server, service: str, db: str, user: str, password: str) -> dict:
         url = f"mysql://{quote(user, safe='')}:{quote(password, safe='')}@{server.tenant_host}:{server.port}/{db}"
@@ -143,7 +186,8 @@ class MySQLComponent(BackendComponent):
         now = datetime.now(UTC)
         for server_name, server_rows in owned.items():
             client = self.client(server_name)
-            rows = [r for r in server_rows if r.service not in t.databases]
+            # A restore's or drill's database goes with its service's own, or with the tenant.
+            rows = [r for r in server_rows if r.service not in t.databases and not split_service(r.service)[1]]
             by_service: dict[str, list] = {}
             for row in rows:
                 by_service.setdefault(row.service, []).append(row)
@@ -211,7 +255,8 @@ class MySQLComponent(BackendComponent):
         """Services with a database recorded for this Tenant's UID."""
         if not self.cfg.mysql_servers or not t.uid:
             return []
-        return sorted({row.service for _c, row in self._owned(t) if row.kind == "database"})
+        return sorted({row.service for _c, row in self._owned(t)
+                       if row.kind == "database" and not split_service(row.service)[1]})
 
     def _drop(self, t: Tenant, kind: str) -> str:
         if not self.cfg.mysql_servers or not t.uid:
