@@ -101,26 +101,23 @@ def namespace(tenant: str, prefix: str = "tenant-") -> str:
 def mysql_database(tenant: str, service: str) -> str:
     """Within 64 characters also once every '_' is escaped as '\\_' for GRANT
     (MariaDB checks the escaped form against the limit)."""
-    full = f"{tenant_id(tenant)}_{service.replace('-', '_')}_db"
-    limit = MYSQL_DB_MAX
-    digest = _mysql_hash(full)
-    name = _shorten(full, limit, "_", "_db", digest)
-    while len(name) + name.count("_") > MYSQL_DB_MAX:
-        limit -= 1
-        name = _shorten(full, limit, "_", "_db", digest)
-    return name
+    return _mysql_schema(tenant, service, "_db")
 
 
 def mysql_drill_database(tenant: str, service: str) -> str:
     """The scratch database a recovery drill restores `service`'s latest backup
     into: `<tenant_id>_<service>_drill`, within the same limits as the database."""
-    full = f"{tenant_id(tenant)}_{service.replace('-', '_')}_drill"
+    return _mysql_schema(tenant, service, "_drill")
+
+
+def _mysql_schema(tenant: str, service: str, suffix: str) -> str:
+    full = f"{tenant_id(tenant)}_{service.replace('-', '_')}{suffix}"
     limit = MYSQL_DB_MAX
     digest = _mysql_hash(full)
-    name = _shorten(full, limit, "_", "_drill", digest)
+    name = _shorten(full, limit, "_", suffix, digest)
     while len(name) + name.count("_") > MYSQL_DB_MAX:
         limit -= 1
-        name = _shorten(full, limit, "_", "_drill", digest)
+        name = _shorten(full, limit, "_", suffix, digest)
     return name
 
 

@@ -22,6 +22,7 @@ import pytest
 from minio import Minio
 
 from .conftest import GROUP, VERSION, unique, wait_for
+from .test_tenant_backends import admin_rows, database_exists
 
 pytestmark = pytest.mark.integration
 
@@ -45,22 +46,6 @@ def batch(kube_config):
 def secret_data(core, namespace: str, name: str) -> dict[str, str]:
     obj = core.read_namespaced_secret(name, namespace)
     return {k: base64.b64decode(v).decode() for k, v in (obj.data or {}).items()}
-
-
-def admin_sql(sql: str, args: tuple = ()) -> list[tuple]:
-    conn = pymysql.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
-                           user=os.environ["MYSQL_ADMIN_USER"], password=os.environ["MYSQL_ADMIN_PASSWORD"],
-                           autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
-def database_exists(name: str) -> bool:
-    return bool(admin_sql("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,)))
 
 
 def minio() -> Minio:
@@ -248,7 +233,7 @@ def test_tenant_backup_outside_a_tenant_namespace_fails(custom, core, batch, ope
 # --- TenantRestore ------------------------------------------------------------------------
 
 def owned_rows(database: str) -> list[tuple]:
-    return admin_sql("SELECT tenant_uid, service, kind FROM tenant_operator.owned WHERE name = %s", (database,))
+    return admin_rows("SELECT tenant_uid, service, kind FROM tenant_operator.owned WHERE name = %s", (database,))
 
 
 @pytest.mark.parametrize("key,reason", [("20200101T000000Z", "BackupNotFound"),
@@ -341,8 +326,8 @@ def test_a_restore_into_a_database_of_someone_else_is_refused(tenant, custom, co
     name, ns, _uid = tenant
     backup_now(core, ns, "auth")
     foreign = f"{name.replace('-', '_')}_theirs"
-    admin_sql(f"CREATE DATABASE `{foreign}`")
-    admin_sql(f"CREATE TABLE `{foreign}`.t (id INT)")
+    admin_rows(f"CREATE DATABASE `{foreign}`")
+    admin_rows(f"CREATE TABLE `{foreign}`.t (id INT)")
     try:
         create(custom, "tenantrestores", "TenantRestore", ns, "grab", {"service": "auth", "backup": "latest",
                                                                         "target": {"newDatabase": foreign}})
@@ -352,10 +337,10 @@ def test_a_restore_into_a_database_of_someone_else_is_refused(tenant, custom, co
         assert request_jobs(batch, ns, "grab") == []
         # Not claimed, not granted, not emptied.
         assert owned_rows(foreign) == []
-        assert admin_sql("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (foreign,)) \
+        assert admin_rows("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (foreign,)) \
             == [(1,)]
         creds = secret_data(core, ns, "auth-db-credentials")
         with pytest.raises(pymysql.err.OperationalError):
             tenant_sql(creds, "SELECT 1", database=foreign)
     finally:
-        admin_sql(f"DROP DATABASE IF EXISTS `{foreign}`")
+        admin_rows(f"DROP DATABASE IF EXISTS `{foreign}`")
