@@ -16,7 +16,7 @@ import pytest
 from .conftest import unique, wait_for
 from .test_backup_requests import (
     READY_TIMEOUT,
-    admin_sql,
+    admin_rows,
     backup_now,
     batch,  # noqa: F401 - fixture
     database_exists,
@@ -33,7 +33,7 @@ _ = batch
 
 
 def tables(database: str) -> int:
-    return admin_sql("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (database,))[0][0]
+    return admin_rows("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (database,))[0][0]
 
 
 def job_from_cronjob(batch, namespace: str, cronjob: str, name: str):  # noqa: F811
