@@ -54,11 +54,8 @@ class State:
         self.cache = WatchCache(self.kube, watched_kinds(cfg.field_manager), self.wake)
         self.operations = Operations(cfg, self.kube, self.backends, owns=self.owns,
                                      tenant_lock=self.reconciler.tenant_lock)
-        self.runner = Runner(self._step, self.executor,
+        self.runner = Runner(self.operations.step, self.executor,
                              lambda key: self.cache.indexes[runner_mod.JOBS_INDEX].get(key, ()))
-
-    def _step(self, kind: str, namespace: str, name: str, views: list[dict]):
-        return self.operations.step(kind, namespace, name, views)
         self.freeze_task: asyncio.Task | None = None
 
     def owns(self, body) -> bool:
