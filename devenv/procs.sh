@@ -10,7 +10,9 @@ STATE="$DEVENV_DIR/state.env"
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
-gen_secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+# Letters and digits only: a secret starting with '-' is read as an option by the
+# servers' CLIs (rabbitmqctl change_password), and one in 64 url-safe tokens does.
+gen_secret() { python3 -c 'import secrets, string; a = string.ascii_letters + string.digits; print("".join(secrets.choice(a) for _ in range(32)))'; }
 
 load_state() {
   if [[ ! -f "$STATE" ]]; then
