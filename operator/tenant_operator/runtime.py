@@ -43,6 +43,10 @@ class State:
         self.drills = next(b for b in self.backends if b.component == "drill")
         self.reconciler = Reconciler(cfg, self.kube, self.backends)
         self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
+        # A pass takes a slot before it copies its inputs: a thousand tenants woken
+        # at once (a start, a burst of new Tenants) wait here holding nothing, not
+        # in the executor's queue each holding a copy of its Tenant and objects.
+        self.pass_slots = asyncio.Semaphore(cfg.workers)
         self.triggers: dict[str, asyncio.Event] = {}            # reconcile daemons
         self.deletion_triggers: dict[str, asyncio.Event] = {}   # deletion handlers
         self.gone: set[str] = set()   # Tenants deleted from the API (purged by any replica)
@@ -233,6 +237,23 @@ async def wait(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: flo
     await first_of(timeout, trigger.wait(), stopped.wait())
 
 
+def tenant_snapshot(body) -> dict:
+    """A copy of the Tenant for a worker thread (kopf replaces `body` in the event
+    loop as events arrive), without its managedFields, which no pass reads."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return copy.deepcopy({**body, "metadata": meta})
+
+
+def observe(state: State, name: str, body, indexes: dict) -> tuple[dict, dict, tuple]:
+    """The tenant's inputs from the watch cache: its objects, its domain claims,
+    and the fingerprint of those, its Tenant and its drill Jobs."""
+    live = live_objects(name, indexes)
+    claims = domain_claims(body, indexes)
+    drills = drill_jobs(name, indexes)
+    state.drills.observed[name] = drills
+    return live, claims, fingerprint(body, live, claims) + (tuple(runner_mod.job_essence(v) for v in drills),)
+
+
 def tenant_gone(state: State, name: str) -> bool:
     return state.kube.get("Tenant", name) is None
 
@@ -274,29 +295,34 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped) -> None:
                 quiet_inputs, resync_at = None, 0.0
                 await state.await_ownership(body, trigger, stopped, state.cfg.drift_interval)
                 continue
-            live = live_objects(name, indexes)
-            claims = domain_claims(body, indexes)
-            drills = drill_jobs(name, indexes)
-            state.drills.observed[name] = drills
-            inputs = fingerprint(body, live, claims) + (tuple(runner_mod.job_essence(v) for v in drills),)
+            inputs = observe(state, name, body, indexes)[-1]
             if inputs == quiet_inputs and loop.time() < resync_at:
                 metrics.SKIPPED_PASSES.inc()
                 await wait(trigger, stopped, min(state.cfg.drift_interval, resync_at - loop.time()))
                 continue
-            if quiet_inputs is not None and log.isEnabledFor(logging.DEBUG):
-                log.debug("tenant %s: inputs moved: %s", name, changed_inputs(quiet_inputs, inputs))
-            snapshot = copy.deepcopy(dict(body))
-            started = time.monotonic()
-            try:
-                result = await loop.run_in_executor(state.executor, functools.partial(
-                    state.guarded, body, state.reconciler.reconcile, snapshot, live, claims=claims,
-                    placed=placement_members(snapshot, indexes)))
-            except NotOwner:
+            async with state.pass_slots:
+                # Observed again: the wait for a slot may have been long, and the
+                # fingerprint must be that of what this pass reconciles.
+                live, claims, inputs = observe(state, name, body, indexes)
+                if quiet_inputs is not None and log.isEnabledFor(logging.DEBUG):
+                    log.debug("tenant %s: inputs moved: %s", name, changed_inputs(quiet_inputs, inputs))
+                snapshot = tenant_snapshot(body)
+                started = time.monotonic()
+                try:
+                    result = await loop.run_in_executor(state.executor, functools.partial(
+                        state.guarded, body, state.reconciler.reconcile, snapshot, live, claims=claims,
+                        placed=placement_members(snapshot, indexes)))
+                    failure = None
+                except Exception as exc:  # noqa: BLE001 - handled below, outside the slot
+                    failure = exc
+                # Not kept through the wait below: a thousand idle loops would each hold a copy.
+                del snapshot, live
+            if isinstance(failure, NotOwner):
                 log.info("tenant %s: its shard moved to another replica; pass abandoned", name)
                 quiet_inputs = None
                 continue
-            except Exception as exc:  # noqa: BLE001 - keep the loop alive, back off
-                if isinstance(exc, ApiException) and exc.status == 404 \
+            if failure is not None:
+                if isinstance(failure, ApiException) and failure.status == 404 \
                         and await loop.run_in_executor(state.executor, tenant_gone, state, name):
                     # Deleted before kopf could add its finalizer (no deletion handler runs):
                     # what this pass created stays, marked with the Tenant's UID, for a person to remove.
@@ -306,10 +332,10 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped) -> None:
                     return
                 # One line with the cause (an API server outage fails every tenant at once);
                 # the traceback only at debug level.
-                log.error("reconcile of tenant %s failed: %s: %s", name, type(exc).__name__, str(exc)[:300])
-                log.debug("traceback", exc_info=True)
+                log.error("reconcile of tenant %s failed: %s: %s", name, type(failure).__name__, str(failure)[:300])
+                log.debug("traceback", exc_info=failure)
                 metrics.RECONCILE_ERRORS.inc()
-                kopf.warn(body, reason="ReconcileError", message=str(exc)[:500])
+                kopf.warn(body, reason="ReconcileError", message=str(failure)[:500])
                 quiet_inputs = None
                 await wait(trigger, stopped, 30.0)
                 continue
@@ -363,13 +389,12 @@ async def deletion(state: State, name: str, body: dict) -> None:
                 raise kopf.TemporaryError("another replica holds this tenant's shard", delay=1)
             await state.await_ownership(body, trigger, None, budget)
             continue
-        snapshot = copy.deepcopy(dict(body))
-        live = live_objects(name, indexes)
-        try:
-            step = await loop.run_in_executor(state.executor, state.guarded, body, lifecycle.advance,
-                                              state, snapshot, live)
-        except NotOwner:
-            continue
+        async with state.pass_slots:
+            try:
+                step = await loop.run_in_executor(state.executor, state.guarded, body, lifecycle.advance,
+                                                  state, tenant_snapshot(body), live_objects(name, indexes))
+            except NotOwner:
+                continue
         for etype, reason, message in step.events:
             kopf.event(body, type=etype, reason=reason, message=message[:1000])
         if step.done:

@@ -184,5 +184,6 @@ class Kube:
         body: dict = {"status": status_patch}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
+        # Named, so the status's managedFields say who wrote it (not the client library's default).
         return self._call("PATCH", KINDS[kind].path(namespace, name) + "/status", body=body,
-                          content_type="application/merge-patch+json")
+                          query={"fieldManager": self.field_manager}, content_type="application/merge-patch+json")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 from tenant_operator.kube.diff import FIELDS_HASH, fields_hash
 from tenant_operator.naming import ANNOTATION_HASH
@@ -29,6 +30,9 @@ KEEP_STATUS = {
 KEEP_CONTENT = {"Secret"}
 VIEW_HASH = "viewHash"
 KEEP_METADATA = ("name", "namespace", "labels", "resourceVersion", "creationTimestamp", "deletionTimestamp")
+# Values that repeat across the views (every object of a tenant has its namespace,
+# labels and, mostly, creation second): one string each, not one per object.
+SHARED_METADATA = ("namespace", "creationTimestamp")
 # Kept even if some other manager wrote them: ownership decisions read them.
 KEEP_ANNOTATIONS = (ANNOTATION_HASH, ANNOTATION_UID)
 
@@ -94,11 +98,17 @@ def compact(obj: dict, manager: str) -> dict:
     body = project(rest, {k: v for k, v in fields.items() if k != "f:metadata"}) if fields else rest
     if not isinstance(body, dict) or (fields and set(fields) <= {"f:metadata"}):
         body = {}
+    identity = {"apiVersion": _shared(obj.get("apiVersion")), "kind": _shared(obj.get("kind"))}
     if obj.get("kind") in KEEP_CONTENT:
-        view = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), **body}
+        view = {**identity, **body}
     else:
-        view = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), FIELDS_HASH: fields_hash(body)}
+        view = {**identity, FIELDS_HASH: fields_hash(body)}
     kept_meta = {k: meta[k] for k in KEEP_METADATA if k in meta}
+    for key in SHARED_METADATA:
+        if key in kept_meta:
+            kept_meta[key] = _shared(kept_meta[key])
+    if isinstance(kept_meta.get("labels"), dict):
+        kept_meta["labels"] = {_shared(k): _shared(v) for k, v in kept_meta["labels"].items()}
     # Only annotations we manage (project() keeps a value whole under an empty set: none of ours is not all).
     our_keys = (fields.get("f:metadata") or {}).get("f:annotations")
     ours = project(meta.get("annotations") or {}, our_keys) if our_keys else {}
@@ -126,3 +136,8 @@ def appliable(view: dict) -> dict:
     meta = {k: v for k, v in view.get("metadata", {}).items() if k in ("name", "namespace", "labels", "annotations")}
     return {**{k: v for k, v in view.items() if k not in (VIEW_HASH, FIELDS_HASH, "status", "metadata")},
             "metadata": meta}
+
+
+def _shared(value):
+    """`value`, as the one copy of that string the process keeps (sys.intern)."""
+    return sys.intern(value) if isinstance(value, str) else value
