@@ -9,7 +9,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-SIZE = 64   # tenants: more than the worker pool reconciles at once
+# Tenants: twice the default worker pool. A tenant's passes come in quick
+# succession only while it alone is busy (its own writes echo back); in a burst
+# of hundreds, its next pass comes after all the others, so no size would hit.
+SIZE = 16
 
 
 class RenderCache:

@@ -152,3 +152,22 @@ def test_a_kept_secret_view_applies_again_without_its_view_keys():
     assert obj == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"K": "dg=="},
                    "metadata": {"name": "s", "namespace": "n", "labels": {"a": "b"},
                                 "annotations": {"tenancy.dev/applied-hash": "h"}}}
+
+
+def test_views_of_different_objects_share_their_repeated_strings():
+    """Parsed separately (each watch event is), two objects' equal strings are two
+    copies; their views keep one (the memory of 17,000 views at 1000 tenants)."""
+    import json
+    first, second = (json.loads(json.dumps(_cronjob())) for _ in range(2))
+    second["metadata"]["name"] = "backup-other"
+    assert first["metadata"]["namespace"] is not second["metadata"]["namespace"]
+    a, b = compact(first, ME), compact(second, ME)
+    assert a["metadata"]["namespace"] is b["metadata"]["namespace"]
+    assert a["metadata"]["labels"]["tenancy.dev/tenant"] is b["metadata"]["labels"]["tenancy.dev/tenant"]
+    assert next(iter(a["metadata"]["labels"])) is next(iter(b["metadata"]["labels"]))
+    assert a["apiVersion"] is b["apiVersion"] and a["kind"] is b["kind"]
+    secret = {"apiVersion": "v1", "kind": "Secret", "data": {"DB_PASSWORD": "cA=="},
+              "metadata": {"name": "s", "namespace": "n", "managedFields": [
+                  {"manager": ME, "operation": "Apply", "fieldsV1": {"f:data": {"f:DB_PASSWORD": {}}}}]}}
+    s1, s2 = (compact(json.loads(json.dumps(secret)), ME) for _ in range(2))
+    assert next(iter(s1["data"])) is next(iter(s2["data"])) == "DB_PASSWORD"

@@ -66,7 +66,7 @@ def project(value, fields: dict):
         out = {}
         for key, sub in fields.items():
             if key.startswith("f:") and key[2:] in value:
-                out[key[2:]] = project(value[key[2:]], sub)
+                out[_shared(key[2:])] = project(value[key[2:]], sub)   # a slice is a new string each time
         return out
     out_items: list[tuple[int, object]] = []
     for key, sub in fields.items():
