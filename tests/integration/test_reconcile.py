@@ -43,6 +43,9 @@ def test_premium_tenant_objects(tenants, core, net, rbac):
     t = tenants.wait_phase(name, "Ready")
     ns = f"tenant-{name}"
     assert t["status"]["namespace"] == ns
+    # The status says who wrote it: the operator's field manager, not the client library's default.
+    status_managers = {m["manager"] for m in t["metadata"]["managedFields"] if m.get("subresource") == "status"}
+    assert "tenant-operator" in status_managers and "OpenAPI-Generator" not in status_managers, status_managers
     conds = {c["type"]: c for c in t["status"]["conditions"]}
     for ctype in ("Ready", "NamespaceReady", "NetworkReady", "QuotaReady", "IngressReady"):
         assert conds[ctype]["status"] == "True", conds[ctype]
