@@ -55,11 +55,12 @@ class State:
         self.recovery_task: asyncio.Task | None = None
         self.shards = shards_mod.from_config(self.kube, cfg)   # None: every tenant is ours
         self.shards_task: asyncio.Task | None = None
-        self.cache = WatchCache(self.kube, watched_kinds(cfg.field_manager), self.wake)
         self.operations = Operations(cfg, self.kube, self.backends, owns=self.owns,
                                      tenant_lock=self.reconciler.tenant_lock)
         self.runner = Runner(self.operations.step, self.executor,
                              lambda key: self.cache.indexes[runner_mod.JOBS_INDEX].get(key, ()))
+        self.cache = WatchCache(self.kube, watched_kinds(cfg.field_manager),
+                                {WAKES_TENANT: self.wake, WAKES_REQUEST: self.runner.wake})
         self.freeze_task: asyncio.Task | None = None
 
     def owns(self, body) -> bool:
@@ -85,10 +86,8 @@ class State:
         self.recovery.forget(tenant)
         metrics.forget(tenant)
 
-    def wake(self, tenant) -> None:
-        if isinstance(tenant, tuple):   # (kind, namespace, name) of a TenantBackup or TenantRestore
-            self.runner.wake(tenant)
-            return
+    def wake(self, tenant: str) -> None:
+        """Wake the tenant's reconcile or deletion loop."""
         for triggers in (self.triggers, self.deletion_triggers):
             event = triggers.get(tenant)
             if event is not None:
@@ -98,6 +97,9 @@ class State:
 # Owned objects carry both labels; only they are watched.
 OWNED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY},{naming.LABEL_TENANT}"
 PLACEMENT_INDEX = "tenant_placement"
+# Whom a waking index's changed key wakes: a tenant's loops (key: the tenant's
+# name), or a TenantBackup/TenantRestore's runner (key: kind, namespace, name).
+WAKES_TENANT, WAKES_REQUEST = "tenant", "request"
 INGRESS_HOSTS = "ingress_hosts"
 
 
@@ -136,14 +138,14 @@ def watched_kinds(manager: str) -> list[Watched]:
     for kind in KINDS.values():
         if not kind.owned:
             continue
-        indexers = [Indexer(index_id(kind.plural), owned, essence, wakes=True)]
+        indexers = [Indexer(index_id(kind.plural), owned, essence, wakes=WAKES_TENANT)]
         if kind.kind == "Ingress":
             indexers.append(Indexer(INGRESS_HOSTS, ingress_hosts))
         out.append(Watched(kind.kind, OWNED_SELECTOR, tuple(indexers)))
     out.append(Watched("Tenant", "", (Indexer(PLACEMENT_INDEX, tenant_placement),)))
     out.append(Watched("Job", runner_mod.JOB_SELECTOR, (
-        Indexer(runner_mod.JOBS_INDEX, runner_mod.request_jobs, runner_mod.job_essence, wakes=True),
-        Indexer(runner_mod.DRILL_JOBS_INDEX, runner_mod.drill_jobs, runner_mod.job_essence, wakes=True))))
+        Indexer(runner_mod.JOBS_INDEX, runner_mod.request_jobs, runner_mod.job_essence, wakes=WAKES_REQUEST),
+        Indexer(runner_mod.DRILL_JOBS_INDEX, runner_mod.drill_jobs, runner_mod.job_essence, wakes=WAKES_TENANT))))
     return out
 
 

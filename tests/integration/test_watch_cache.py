@@ -44,7 +44,8 @@ def test_list_watch_wake_and_stop(kube_config, crd):   # crd: the cache lists Te
     woken: list[str] = []
 
     async def scenario():
-        cache = WatchCache(kube, runtime.watched_kinds(MANAGER), woken.append)
+        cache = WatchCache(kube, runtime.watched_kinds(MANAGER),
+                           {runtime.WAKES_TENANT: woken.append, runtime.WAKES_REQUEST: woken.append})
         cache.start()
         await asyncio.wait_for(cache.wait_synced(), 60)
         secrets_index = cache.indexes["owned_secrets"]

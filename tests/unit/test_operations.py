@@ -169,6 +169,18 @@ def test_drill_cronjobs_one_per_database_on_the_drill_schedule():
     assert all(o["spec"]["suspend"] for o in jobs.drill_cronjobs(suspended, CFG, "@weekly"))
 
 
+def test_one_render_serves_every_service_as_its_own_would():
+    """The Jobs and drills take each service's CronJob from one render of all of
+    them: it must be what rendering that service alone gives."""
+    import dataclasses
+    t = tenant(databases=["auth", "orders", "billing"])
+    together = jobs._templates(t, CFG, t.databases)  # noqa: SLF001
+    for service in t.databases:
+        alone = dataclasses.replace(t, backup=dataclasses.replace(t.backup, enabled=True), databases=(service,))
+        [cron] = [o for o in render_backup.cronjobs(alone, CFG) if o["kind"] == "CronJob"]
+        assert together[service] == cron
+
+
 def test_drill_database_name_fits_mysql_for_the_longest_names():
     name = naming.mysql_drill_database("t" * 40, "s" * 24)
     assert len(name) + name.count("_") <= naming.MYSQL_DB_MAX and name.endswith("_drill")

@@ -10,6 +10,11 @@ from tenant_operator.kube.view import VIEW_HASH
 MANAGER = "tenant-operator"
 
 
+def tenants(*names: str) -> set:
+    """What a change of owned objects wakes: those tenants' loops."""
+    return {(runtime.WAKES_TENANT, name) for name in names}
+
+
 def secret(name: str, tenant: str, rv: str, data: str = "x", hosts=()) -> dict:
     return {"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": name, "namespace": f"t-{tenant}", "uid": f"uid-{name}", "resourceVersion": rv,
@@ -26,22 +31,22 @@ def owned_set() -> IndexSet:
 def test_add_change_delete_and_who_is_woken():
     s = owned_set()
     index = s.indexes["owned_secrets"]
-    assert s.put("uid-a", s.reduce(secret("a", "acme", "1"))) == {"acme"}
+    assert s.put("uid-a", s.reduce(secret("a", "acme", "1"))) == tenants("acme")
     [view] = index["acme"]
     assert view["metadata"]["resourceVersion"] == "1" and VIEW_HASH in view
     # Only the resourceVersion moved (someone else's change we do not keep): stored, nobody woken.
     assert s.put("uid-a", s.reduce(secret("a", "acme", "2"))) == set()
     assert index["acme"][0]["metadata"]["resourceVersion"] == "2"
     # Its data changed: the tenant is woken.
-    assert s.put("uid-a", s.reduce(secret("a", "acme", "3", data="y"))) == {"acme"}
-    assert s.put("uid-a", None) == {"acme"}
+    assert s.put("uid-a", s.reduce(secret("a", "acme", "3", data="y"))) == tenants("acme")
+    assert s.put("uid-a", None) == tenants("acme")
     assert "acme" not in index and index.get("acme", []) == []
 
 
 def test_relabelled_object_moves_between_tenants_and_wakes_both():
     s = owned_set()
     s.put("uid-a", s.reduce(secret("a", "acme", "1")))
-    assert s.put("uid-a", s.reduce(secret("a", "globex", "2"))) == {"acme", "globex"}
+    assert s.put("uid-a", s.reduce(secret("a", "globex", "2"))) == tenants("acme", "globex")
     assert list(s.indexes["owned_secrets"]) == ["globex"]
 
 
@@ -51,7 +56,7 @@ def test_relist_drops_what_is_gone_and_wakes_only_changes():
         s.put(f"uid-{name}", s.reduce(secret(name, tenant, "1")))
     fresh = {"uid-a": s.reduce(secret("a", "acme", "5")),          # same content, newer version
              "uid-c": s.reduce(secret("c", "globex", "5", data="z"))}  # changed; uid-b is gone
-    assert s.replace(fresh) == {"acme", "globex"}
+    assert s.replace(fresh) == tenants("acme", "globex")
     assert [v["metadata"]["name"] for v in s.indexes["owned_secrets"]["acme"]] == ["a"]
 
 
@@ -96,3 +101,18 @@ def test_first_of_returns_on_the_first_and_cancels_the_rest():
         assert loop.time() - started >= 0.05
 
     asyncio.run(scenario())
+
+
+def test_a_request_job_wakes_its_request_and_a_drill_job_its_tenant():
+    from tenant_operator import naming
+    by_kind = {w.kind: w for w in runtime.watched_kinds(MANAGER)}
+    s = IndexSet(list(by_kind["Job"].indexers), {ix.index: Index() for w in by_kind.values() for ix in w.indexers})
+
+    def job(name: str, **labels) -> dict:
+        return {"apiVersion": "batch/v1", "kind": "Job", "status": {},
+                "metadata": {"name": name, "namespace": "tenant-acme", "uid": f"uid-{name}",
+                             "labels": {naming.LABEL_TENANT: "acme", **labels}}}
+
+    backup = job("nightly-auth", **{naming.LABEL_OPERATION: "backup", naming.LABEL_REQUEST: "nightly"})
+    assert s.put("uid-b", s.reduce(backup)) == {(runtime.WAKES_REQUEST, ("TenantBackup", "tenant-acme", "nightly"))}
+    assert s.put("uid-d", s.reduce(job("drill-auth-db-1", **{naming.LABEL_OPERATION: "drill"}))) == tenants("acme")

@@ -16,7 +16,7 @@ class Indexer:
     index: str
     reduce: Callable[[dict], dict]
     essence: Callable[[object], object] = lambda value: value
-    wakes: bool = False   # a changed key is a tenant to wake
+    wakes: str = ""   # whom a changed key wakes (a name in the cache's table of wakers); "" nobody
 
 
 class Index(Mapping):
@@ -57,9 +57,9 @@ class IndexSet:
         """What an object contributes (done where the object was parsed: a thread)."""
         return {ix.index: ix.reduce(obj) for ix in self.indexers}
 
-    def put(self, uid: str, entry: dict[str, dict] | None) -> set:
-        """Store (or with None, remove) one object's contribution. Returns the keys
-        to wake: those of waking indexes whose essence changed."""
+    def put(self, uid: str, entry: dict[str, dict] | None) -> set[tuple[str, object]]:
+        """Store (or with None, remove) one object's contribution. Returns what to
+        wake, as (waker, key): the keys of waking indexes whose essence changed."""
         old = self._entries.pop(uid, None) or {}
         if entry:
             self._entries[uid] = entry
@@ -72,13 +72,13 @@ class IndexSet:
             for key, value in after.items():
                 index.put(key, uid, value)
             if ix.wakes:
-                woken |= {key for key in before.keys() | after.keys()
+                woken |= {(ix.wakes, key) for key in before.keys() | after.keys()
                           if key not in before or key not in after
                           or ix.essence(before[key]) != ix.essence(after[key])}
         return woken
 
-    def replace(self, entries: dict[str, dict[str, dict]]) -> set:
-        """A fresh list: everything not in it is gone. Returns the keys to wake."""
+    def replace(self, entries: dict[str, dict[str, dict]]) -> set[tuple[str, object]]:
+        """A fresh list: everything not in it is gone. Returns what to wake, as in put."""
         woken = set()
         for uid in set(self._entries) - set(entries):
             woken |= self.put(uid, None)

@@ -42,8 +42,9 @@ class Watched:
 
 
 class WatchCache:
-    def __init__(self, kube: Kube, watched: list[Watched], on_change: Callable[[str], None]):
-        self.kube, self.watched, self.on_change = kube, watched, on_change
+    def __init__(self, kube: Kube, watched: list[Watched], wakers: dict[str, Callable[[object], None]]):
+        """`wakers`: for each name an Indexer's `wakes` gives, what to call with a changed key."""
+        self.kube, self.watched, self.wakers = kube, watched, wakers
         self.indexes: dict[str, Index] = {ix.index: Index() for w in watched for ix in w.indexers}
         self._sets = {w.kind: IndexSet(list(w.indexers), self.indexes) for w in watched}
         self._stop = threading.Event()
@@ -83,9 +84,9 @@ class WatchCache:
     def _changed(self, kind: str, uid: str, entry: dict | None) -> None:
         self._wake(self._sets[kind].put(uid, entry))
 
-    def _wake(self, keys: set) -> None:
-        for key in keys:
-            self.on_change(key)
+    def _wake(self, woken: set[tuple[str, object]]) -> None:
+        for waker, key in woken:
+            self.wakers[waker](key)
 
     # -- in the kind's thread -----------------------------------------------
 

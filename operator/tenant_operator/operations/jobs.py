@@ -29,11 +29,13 @@ CONTAINER = "backup"
 FAIL_AT_ONCE = (2, 3)
 
 
-def _template(t: Tenant, cfg: OperatorConfig, service: str) -> dict:
-    """The backup CronJob of `service` as rendered for `t` (backups on, not suspended)."""
+def _templates(t: Tenant, cfg: OperatorConfig, services) -> dict[str, dict]:
+    """service -> the backup CronJob of that service as rendered for `t` (backups
+    on, not suspended): one render for all of them."""
     enabled = dataclasses.replace(t, backup=dataclasses.replace(t.backup, enabled=True), suspended=False,
-                                  databases=(service,))
-    return next(o for o in render_backup.cronjobs(enabled, cfg) if o["kind"] == "CronJob")
+                                  databases=tuple(services))
+    by_name = {o["metadata"]["name"]: o for o in render_backup.cronjobs(enabled, cfg) if o["kind"] == "CronJob"}
+    return {service: by_name[naming.backup_cronjob(service)] for service in services}
 
 
 def _labels(t: Tenant, operation: str, service: str, request: str = "") -> dict[str, str]:
@@ -45,9 +47,10 @@ def _labels(t: Tenant, operation: str, service: str, request: str = "") -> dict[
     return out
 
 
-def _job_spec(t: Tenant, cfg: OperatorConfig, service: str, command: list[str], reads_only: bool,
+def _job_spec(template: dict, service: str, command: list[str], reads_only: bool,
               labels: dict[str, str], backoff_limit: int) -> dict:
-    spec = copy.deepcopy(_template(t, cfg, service)["spec"]["jobTemplate"]["spec"])
+    """The Job spec of the service's backup CronJob `template`, running `command`."""
+    spec = copy.deepcopy(template["spec"]["jobTemplate"]["spec"])
     pod = spec["template"]
     pod["metadata"]["labels"] = dict(labels)
     container = next(c for c in pod["spec"]["containers"] if c["name"] == CONTAINER)
@@ -76,12 +79,12 @@ def _job(name: str, namespace: str, labels: dict, owner: list[dict], spec: dict)
 def backup_jobs(req: BackupRequest, t: Tenant, cfg: OperatorConfig) -> list[dict]:
     """One Job per service. The request's UID goes into each manifest, which is
     how the operator finds the keys written (several backups may run at once)."""
-    out = []
+    out, templates = [], _templates(t, cfg, req.services)
     for service in req.services:
         labels = _labels(t, "backup", service, req.name)
         command = ["tenant-operator", "backup", "--secret-env", "--service", service, "--trigger", "manual",
                    "--no-retention", "--request-id", req.uid]
-        spec = _job_spec(t, cfg, service, command, reads_only=False, labels=labels, backoff_limit=1)
+        spec = _job_spec(templates[service], service, command, reads_only=False, labels=labels, backoff_limit=1)
         out.append(_job(naming.operation_job(req.name, service), t.namespace, labels,
                         _owner(BACKUP_KIND, req.name, req.uid), spec))
     return out
@@ -96,21 +99,22 @@ def restore_job(req: RestoreRequest, key: str, t: Tenant, cfg: OperatorConfig) -
     """`key` is the resolved dump key (a request for the latest is pinned when accepted)."""
     labels = _labels(t, "restore", req.service, req.name)
     # No retry: a failed restore may have loaded part of the dump; a person decides.
-    spec = _job_spec(t, cfg, req.service, restore_command(req.service, key, req.new_database), reads_only=True,
-                     labels=labels, backoff_limit=0)
+    spec = _job_spec(_templates(t, cfg, [req.service])[req.service], req.service,
+                     restore_command(req.service, key, req.new_database), reads_only=True, labels=labels,
+                     backoff_limit=0)
     return _job(naming.operation_job(req.name), t.namespace, labels, _owner(RESTORE_KIND, req.name, req.uid), spec)
 
 
 def drill_cronjobs(t: Tenant, cfg: OperatorConfig, schedule: str) -> list[dict]:
     """One drill CronJob per database: `tenant-operator drill` restores the
     latest backup into the service's scratch database, then empties it."""
-    out = []
+    out, templates = [], _templates(t, cfg, t.databases)
     for service in t.databases:
-        cron = copy.deepcopy(_template(t, cfg, service))
+        cron = copy.deepcopy(templates[service])
         labels = _labels(t, "drill", service)
         command = ["tenant-operator", "drill", "--secret-env", "--service", service,
                    "--into-database", naming.mysql_drill_database(t.name, service)]
-        job_spec = _job_spec(t, cfg, service, command, reads_only=True, labels=labels, backoff_limit=0)
+        job_spec = _job_spec(templates[service], service, command, reads_only=True, labels=labels, backoff_limit=0)
         meta_labels = {k: v for k, v in labels.items() if k != naming.LABEL_OPERATION}
         cron["metadata"] = {"name": naming.drill_cronjob(service), "namespace": t.namespace,
                             "labels": {**meta_labels, naming.LABEL_COMPONENT: "drill"}}

@@ -52,6 +52,10 @@ def _env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        # The templates ship with the code: never stat them again. With the default,
+        # every render checked each template's file, which was 40% of a restarted
+        # operator's CPU at 1000 tenants.
+        auto_reload=False,
     )
     env.filters["b64"] = _b64
     env.policies["json.dumps_function"] = _json
