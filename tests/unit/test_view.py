@@ -66,6 +66,11 @@ def test_the_hash_reads_quantities_and_empty_fields_as_the_api_server_stores_the
     assert fields_hash({"spec": {"hard": {"cpu": "0.5", "pods": 8}, "x": {}}}) == \
         fields_hash({"spec": {"hard": {"cpu": "500m", "pods": "8"}}})
     assert fields_hash({"spec": {"hard": {"cpu": "1"}}}) != fields_hash({"spec": {"hard": {"cpu": "2"}}})
+    assert fields_hash({"spec": {"m": "1Gi", "n": "-1", "e": "1e3", "d": ".5"}}) == \
+        fields_hash({"spec": {"m": "1073741824", "n": -1, "e": "1k", "d": "500m"}})
+    # Only what may be a quantity is one: names, images and text stay as they are.
+    for a, b in (("web-1", "web-01"), ("k", "1k"), ("2Gi-x", "2Gi"), ("Infinity", "inf")):
+        assert fields_hash({"spec": {"v": a}}) != fields_hash({"spec": {"v": b}}), (a, b)
 
 
 def test_set_members_and_indexes():

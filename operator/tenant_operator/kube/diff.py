@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from decimal import Decimal, InvalidOperation
 
 from kubernetes.utils.quantity import parse_quantity
@@ -63,20 +64,37 @@ def is_subset(want, have) -> bool:
 FIELDS_HASH = "fieldsHash"
 
 
+# A string that may be a quantity (an optional sign, then the grammar's number and
+# suffix). Only these are parsed: parsing every name and image failed with an
+# exception each time, which was most of the cost of hashing an object.
+_MAYBE_QUANTITY = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[eE][-+]?[0-9]+|[numkMGTPE])?")
+
+
 def _normal(value):
     """What the API server stores for what we send: quantities canonicalised
-    ("0.5" and "500m", 8 and "8" are one value), empty maps and lists dropped."""
+    ("0.5" and "500m", 8 and "8" are one value), empty maps and lists dropped.
+    (Hashed for every object listed and every object rendered: kept tight.)"""
+    if isinstance(value, str):
+        return _quantity(value) if _MAYBE_QUANTITY.fullmatch(value) else value
     if isinstance(value, dict):
-        out = {k: _normal(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v not in ({}, [], None)}
+        out = {}
+        for key, item in value.items():
+            item = _normal(item)
+            if item is not None and item != {} and item != []:
+                out[key] = item
+        return out
     if isinstance(value, list):
         return [_normal(v) for v in value]
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        try:
-            return f"q:{Decimal(parse_quantity(value)).normalize()}"
-        except (ValueError, TypeError, InvalidOperation):
-            return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _quantity(value)
     return value
+
+
+def _quantity(value: str | int) -> str | int:
+    try:
+        return f"q:{Decimal(parse_quantity(value)).normalize()}"
+    except (ValueError, TypeError, InvalidOperation):
+        return value
 
 
 def fields_hash(body: dict) -> str:
