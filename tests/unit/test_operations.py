@@ -181,6 +181,31 @@ def test_one_render_serves_every_service_as_its_own_would():
         assert together[service] == cron
 
 
+def test_drills_take_their_cronjobs_from_the_backup_components_render(monkeypatch):
+    """A pass renders the backup CronJobs once: the drills reuse the backup
+    component's cached result, and build exactly what their own render gives."""
+    from tenant_operator.backup.component import BackupComponent
+    t = tenant(databases=["auth", "orders", "billing"])
+    component = BackupComponent(CFG, kube=None)
+    calls = []
+    real = render_backup.cronjobs
+
+    def counted(model, cfg):
+        calls.append(model.name)
+        return real(model, cfg)
+
+    monkeypatch.setattr(render_backup, "cronjobs", counted)
+    first = copy.deepcopy(component.rendered(t))
+    shared = jobs.drill_cronjobs(t, CFG, t.backup.drills.schedule, component.rendered)
+    assert calls == ["client-abc"]   # the drills rendered nothing of their own
+    assert component.rendered(t) == first   # and changed nothing of what they shared
+    monkeypatch.undo()
+    assert shared == jobs.drill_cronjobs(t, CFG, t.backup.drills.schedule)
+    suspended = tenant(suspended=True)   # rendered for the drills as if running, not as the backups are
+    assert jobs.drill_cronjobs(suspended, CFG, "@weekly", component.rendered) == \
+        jobs.drill_cronjobs(suspended, CFG, "@weekly")
+
+
 def test_drill_database_name_fits_mysql_for_the_longest_names():
     name = naming.mysql_drill_database("t" * 40, "s" * 24)
     assert len(name) + name.count("_") <= naming.MYSQL_DB_MAX and name.endswith("_drill")

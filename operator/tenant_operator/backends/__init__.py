@@ -19,4 +19,5 @@ def build_backends(cfg: OperatorConfig, kube: Kube) -> list:
     mysql, backup = MySQLComponent(cfg, kube), BackupComponent(cfg, kube)
     mysql.final_dump = backup.dump_service
     backup.owned_services = mysql.owned_services
-    return [mysql, ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube), backup, DrillComponent(cfg, kube)]
+    return [mysql, ObjectStorageComponent(cfg, kube), RabbitMQComponent(cfg, kube), backup,
+            DrillComponent(cfg, kube, backup.rendered)]

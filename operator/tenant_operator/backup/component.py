@@ -139,9 +139,10 @@ class BackupComponent(Component):
         self._rendered = RenderCache()
         self._sa_checked: dict[str, tuple[str, float]] = {}   # tenant -> (applied hash, when confirmed)
 
-    def _objects(self, t: Tenant) -> list[dict]:
+    def rendered(self, t: Tenant) -> list[dict]:
         """The CronJobs and ServiceAccount; rendering is pure, so a drift check of
-        an unchanged tenant reuses the last result (hashed once, as applied)."""
+        an unchanged tenant reuses the last result (hashed once, as applied). The
+        drills take their CronJobs from the same result: callers must not change it."""
         return list(self._rendered.get(t.name, repr(t),
                                        lambda: [with_hash(o) for o in render_backup.cronjobs(t, self.cfg)]))
 
@@ -201,7 +202,7 @@ class BackupComponent(Component):
             return self._result(Condition(ctype, False, "NotConfigured",
                                           "backups need object storage, which the operator config lacks"))
 
-        objects = [o for o in self._objects(t)
+        objects = [o for o in self.rendered(t)
                    if o["kind"] != "ServiceAccount" or self._service_account_needed(t, live, o)]
         states = {}
         for service in t.databases:

@@ -90,8 +90,11 @@ class DrillComponent(Component):
     component = "drill"
     condition_type = CONDITION
 
-    def __init__(self, cfg, kube):
+    def __init__(self, cfg, kube, backup_rendered: jobs.Render | None = None):
         self.cfg, self.kube = cfg, kube
+        # The backup component's cached render: at a start, where every pass renders,
+        # the drills' CronJobs come from it instead of a second render of the same objects.
+        self._backup_rendered = backup_rendered
         self._rendered = RenderCache()
         # tenant -> the views of its drill Jobs, copied by the reconcile loop from the watch cache.
         self.observed: dict[str, tuple] = {}
@@ -106,7 +109,8 @@ class DrillComponent(Component):
             return ComponentResult(self.component, Condition(CONDITION, None, "NotRequested", "no backups to drill"),
                                    status={"backups": None})
         objects = list(self._rendered.get(t.name, repr(t), lambda: [
-            with_hash(o) for o in jobs.drill_cronjobs(t, self.cfg, t.backup.drills.schedule)])) \
+            with_hash(o) for o in jobs.drill_cronjobs(t, self.cfg, t.backup.drills.schedule,
+                                                     self._backup_rendered)])) \
             if t.backup.drilled else []
         cond, status = verification(t, list(self.observed.get(t.name, ())))
         self._forget_series(t.name)

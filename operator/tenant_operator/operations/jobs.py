@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 
 from tenant_operator import naming
 from tenant_operator.config import OperatorConfig
@@ -29,12 +30,19 @@ CONTAINER = "backup"
 FAIL_AT_ONCE = (2, 3)
 
 
-def _templates(t: Tenant, cfg: OperatorConfig, services) -> dict[str, dict]:
+# Renders a Tenant's backup objects (render_backup.cronjobs for one config); the
+# backup component's cached one, so a pass renders them once for both (see drills).
+Render = Callable[[Tenant], list[dict]]
+
+
+def _templates(t: Tenant, cfg: OperatorConfig, services, rendered: Render | None = None) -> dict[str, dict]:
     """service -> the backup CronJob of that service as rendered for `t` (backups
-    on, not suspended): one render for all of them."""
+    on, not suspended): one render for all of them. The result is shared with
+    `rendered`'s cache: callers copy what they change."""
     enabled = dataclasses.replace(t, backup=dataclasses.replace(t.backup, enabled=True), suspended=False,
                                   databases=tuple(services))
-    by_name = {o["metadata"]["name"]: o for o in render_backup.cronjobs(enabled, cfg) if o["kind"] == "CronJob"}
+    objs = rendered(enabled) if rendered is not None else render_backup.cronjobs(enabled, cfg)
+    by_name = {o["metadata"]["name"]: o for o in objs if o["kind"] == "CronJob"}
     return {service: by_name[naming.backup_cronjob(service)] for service in services}
 
 
@@ -105,10 +113,10 @@ def restore_job(req: RestoreRequest, key: str, t: Tenant, cfg: OperatorConfig) -
     return _job(naming.operation_job(req.name), t.namespace, labels, _owner(RESTORE_KIND, req.name, req.uid), spec)
 
 
-def drill_cronjobs(t: Tenant, cfg: OperatorConfig, schedule: str) -> list[dict]:
+def drill_cronjobs(t: Tenant, cfg: OperatorConfig, schedule: str, rendered: Render | None = None) -> list[dict]:
     """One drill CronJob per database: `tenant-operator drill` restores the
     latest backup into the service's scratch database, then empties it."""
-    out, templates = [], _templates(t, cfg, t.databases)
+    out, templates = [], _templates(t, cfg, t.databases, rendered)
     for service in t.databases:
         cron = copy.deepcopy(templates[service])
         labels = _labels(t, "drill", service)
