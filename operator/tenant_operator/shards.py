@@ -4,19 +4,24 @@ stable hash of its UID), and each shard to the replica that holds its Lease.
 Every replica keeps a member Lease of its own alive, and aims to hold its
 share of the shards (ceil(shards / live members)): it takes free or expired
 shard Leases up to that share and gives back what it holds beyond it, so a
-new replica gets work and a dead one's shards move on. As in client-go's
-leader election, a Lease counts as expired when its record has not changed
-for its duration *as seen by the observer's own clock*, so clock skew
-between nodes does not matter.
+new replica gets work and a dead one's shards move on. A shard Lease names
+its holder and is written only when it changes hands; it stays held while
+the holder's member Lease is renewed, so an idle replica writes one Lease
+per renewal, not one per shard. As in client-go's leader election, a member
+Lease counts as expired when its record has not changed for its duration
+*as seen by the observer's own clock*, so clock skew between nodes does not
+matter.
 
 Mutual exclusion: a replica acts for a shard only until
 `last renewal sent + duration - renew interval`, which is earlier than any
-other replica can see the Lease expire; a shard it gives back it stops using
-first and releases one tick later. Writes for a tenant are fenced on that
-deadline (Kube.guarded), so a replica that was frozen (a long GC pause, a
-SIGSTOP, a partition) refuses its own late writes instead of racing the new
-holder. A backend call already in flight when the deadline passes completes:
-that is the margin the renew interval covers."""
+other replica can see its member Lease expire; a shard it gives back it
+stops using first and releases one tick later, and a shard whose deadline
+passed before the next renewal is taken again by a write conditional on the
+Lease as listed (someone may have taken it meanwhile). Writes for a tenant
+are fenced on that deadline (Kube.guarded), so a replica that was frozen (a
+long GC pause, a SIGSTOP, a partition) refuses its own late writes instead
+of racing the new holder. A backend call already in flight when the
+deadline passes completes: that is the margin the renew interval covers."""
 
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from tenant_operator import metrics
 log = logging.getLogger(__name__)
 
 LABEL_ROLE = "tenancy.dev/lease"
+SHARD_LEASE_SECONDS = 3600
 
 
 def shard_of(uid: str, shards: int) -> int:
@@ -152,25 +158,30 @@ class ShardManager:
 
     def tick(self) -> None:
         leases = self._leases()
-        now = time.monotonic()
-        members = self._keep_member(leases, now)
+        now = sent = time.monotonic()
+        members, renewed = self._keep_member(leases, now)
+        if not renewed:
+            return   # what this replica holds lapses at its deadline unless a later renewal succeeds
         holders, expired = {}, set()
         for shard in range(self.shards):
             lease = leases.get(self._shard_lease(shard))
-            spec = (lease or {}).get("spec") or {}
-            holders[shard] = spec.get("holderIdentity") or ""
-            if lease is not None and holders[shard] and self._stale(lease, now):
+            holders[shard] = ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
+            if holders[shard] and holders[shard] != self.me and not self._alive(holders[shard], leases, now):
                 expired.add(shard)
         p = plan(self.shards, self.me, holders, expired, members, self._releasing)
         for shard in p.release:
             self._write(shard, leases.get(self._shard_lease(shard)), holder="")
         self._releasing = set(p.surplus)   # stop using them now; released next tick
-        held = set()
-        for shard in p.renew + p.acquire:
-            sent = time.monotonic()
+        # A shard is held while its holder's member Lease is renewed: a renewal sent
+        # before this replica's deadline for a shard extends it with no write of the
+        # shard's own. After a lapse (a freeze, a slow API server) another replica may
+        # have taken it since the list, so it is taken again, on the resourceVersion listed.
+        held = {shard for shard in p.renew if sent < self._valid_until.get(shard, 0.0)}
+        for shard in [s for s in p.renew if s not in held] + p.acquire:
             if self._write(shard, leases.get(self._shard_lease(shard)), holder=self.me):
-                self._valid_until[shard] = sent + self.lease_seconds - self.renew_seconds
                 held.add(shard)
+        for shard in held:
+            self._valid_until[shard] = sent + self.lease_seconds - self.renew_seconds
         for shard in set(self._valid_until) - held:
             self._valid_until.pop(shard)   # given back, or someone else holds it now
 
@@ -197,35 +208,43 @@ class ShardManager:
     def _shard_lease(self, shard: int) -> str:
         return lease_name(self.prefix, "shard", str(shard))
 
-    def _member_lease(self) -> str:
-        # Hashed: identities are long (pod names), and a truncated one could collide.
-        return lease_name(self.prefix, "member", hashlib.sha256(self.me.encode()).hexdigest()[:12])
+    def _member_lease(self, holder: str | None = None) -> str:
+        """The member Lease of `holder` (this replica by default). Hashed:
+        identities are long (pod names), and a truncated one could collide."""
+        return lease_name(self.prefix, "member", hashlib.sha256((holder or self.me).encode()).hexdigest()[:12])
 
-    def _stale(self, lease: dict, now: float) -> bool:
-        spec = lease.get("spec") or {}
-        record = (spec.get("holderIdentity"), spec.get("renewTime"))
-        seen = self._observed.get(lease["metadata"]["name"])
+    def _stale(self, name: str, lease: dict | None, now: float) -> bool:
+        """The Lease's record (holder, renewTime; None while it does not exist) has
+        not changed for its duration, as this replica's own clock saw it."""
+        spec = (lease or {}).get("spec") or {}
+        record = (spec.get("holderIdentity"), spec.get("renewTime")) if lease is not None else None
+        seen = self._observed.get(name)
         if seen is None or seen.record != record:
-            self._observed[lease["metadata"]["name"]] = Observed(record, now)
+            self._observed[name] = Observed(record, now)
             return False
         return now - seen.since > float(spec.get("leaseDurationSeconds") or self.lease_seconds)
 
-    def _keep_member(self, leases: dict, now: float) -> int:
+    def _alive(self, holder: str, leases: dict, now: float) -> bool:
+        """Whether `holder` still holds its shards: its member Lease is renewed."""
+        name = self._member_lease(holder)
+        return not self._stale(name, leases.get(name), now)
+
+    def _keep_member(self, leases: dict, now: float) -> tuple[int, bool]:
         """Renew this replica's member Lease; count the live members; delete
-        member Leases long dead (their pods are gone for good)."""
+        member Leases long dead (their pods are gone for good). Returns the
+        live members and whether the renewal was written."""
         members = 1
         for name, lease in leases.items():
             if lease["metadata"].get("labels", {}).get(LABEL_ROLE) != "member" or name == self._member_lease():
                 continue
-            if not self._stale(lease, now):
+            if not self._stale(name, lease, now):
                 members += 1
             elif now - self._observed[name].since > 10 * self.lease_seconds:
                 self.kube.delete("Lease", name, self.namespace, lease=True)
                 self._observed.pop(name, None)
         ours = leases.get(self._member_lease())
         body = self._lease_body(self._member_lease(), "member", self.me, ours)
-        self._put(body, ours)
-        return members
+        return members, self._put(body, ours)
 
     def _lease_body(self, name: str, role: str, holder: str, current: dict | None) -> dict:
         spec = dict((current or {}).get("spec") or {})
@@ -233,7 +252,11 @@ class ShardManager:
         if spec.get("holderIdentity") != holder:
             spec["acquireTime"] = now
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if current else 0)
-        spec.update(holderIdentity=holder, renewTime=now, leaseDurationSeconds=int(self.lease_seconds))
+        # A shard Lease is written only when it changes hands (held through the member
+        # Lease); its long duration keeps replicas of a release that judged shard Leases
+        # by their own renewals off it during a rolling update.
+        duration = SHARD_LEASE_SECONDS if role == "shard" else int(self.lease_seconds)
+        spec.update(holderIdentity=holder, renewTime=now, leaseDurationSeconds=duration)
         meta = {"name": name, "namespace": self.namespace,
                 "labels": {LABEL_ROLE: role, "app.kubernetes.io/instance": self.prefix,
                            "app.kubernetes.io/name": "tenant-operator"}}
