@@ -52,7 +52,7 @@ def _state(reconciler: FakeReconciler) -> types.SimpleNamespace:
     return types.SimpleNamespace(
         cfg=types.SimpleNamespace(drift_interval=60.0, backend_resync_interval=3600.0),
         triggers={}, owns=lambda body: True, reconciler=reconciler,
-        cache=types.SimpleNamespace(indexes=collections.defaultdict(dict), wait_synced=synced),
+        cache=types.SimpleNamespace(indexes=collections.defaultdict(dict), wait_synced=synced, changes={}),
         drills=types.SimpleNamespace(observed={}), executor=ThreadPoolExecutor(max_workers=TENANTS),
         guarded=lambda body, fn, *args, **kwargs: fn(*args, **kwargs),
         recovery=types.SimpleNamespace(update=lambda *a: None, forget=lambda *a: None),

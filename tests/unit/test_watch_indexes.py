@@ -116,3 +116,16 @@ def test_a_request_job_wakes_its_request_and_a_drill_job_its_tenant():
     backup = job("nightly-auth", **{naming.LABEL_OPERATION: "backup", naming.LABEL_REQUEST: "nightly"})
     assert s.put("uid-b", s.reduce(backup)) == {(runtime.WAKES_REQUEST, ("TenantBackup", "tenant-acme", "nightly"))}
     assert s.put("uid-d", s.reduce(job("drill-auth-db-1", **{naming.LABEL_OPERATION: "drill"}))) == tenants("acme")
+
+
+def test_the_cache_counts_each_wake_of_a_key():
+    """What the drift timer compares (runtime.stamp): a count that moves with every wake."""
+    from tenant_operator.kube.watchcache import WatchCache
+    woken = []
+    cache = WatchCache(None, [w for w in runtime.watched_kinds(MANAGER) if w.kind == "Secret"],
+                       {runtime.WAKES_TENANT: woken.append})
+    cache._changed("Secret", "uid-a", cache._sets["Secret"].reduce(secret("a", "acme", "1")))  # noqa: SLF001
+    cache._changed("Secret", "uid-a", cache._sets["Secret"].reduce(secret("a", "acme", "2")))  # noqa: SLF001
+    assert cache.changes == {(runtime.WAKES_TENANT, "acme"): 1} and woken == ["acme"]
+    cache._changed("Secret", "uid-a", None)  # noqa: SLF001
+    assert cache.changes == {(runtime.WAKES_TENANT, "acme"): 2} and woken == ["acme", "acme"]

@@ -52,6 +52,9 @@ class WatchCache:
         self._unsynced = {w.kind for w in watched}
         self._synced: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # (waker, key) -> how many times it was woken: equal counts mean nothing
+        # indexed under the key changed in between (a cheap test of a fingerprint).
+        self.changes: dict[tuple[str, object], int] = {}
 
     def start(self) -> None:
         """Start one thread per kind (from the event loop that will read the indexes)."""
@@ -86,6 +89,7 @@ class WatchCache:
 
     def _wake(self, woken: set[tuple[str, object]]) -> None:
         for waker, key in woken:
+            self.changes[waker, key] = self.changes.get((waker, key), 0) + 1
             self.wakers[waker](key)
 
     # -- in the kind's thread -----------------------------------------------
