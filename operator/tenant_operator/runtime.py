@@ -156,7 +156,12 @@ def fingerprint(body: kopf.Body, live: dict, claims: dict) -> tuple:
     return (body.get("metadata", {}).get("resourceVersion"),
             tuple(sorted((key, obj.get(view.VIEW_HASH) or (obj.get("metadata") or {}).get("resourceVersion"))
                          for key, obj in live.items())),
-            tuple(sorted((host, tuple(c)) for host, c in claims.items())))
+            claims_key(claims))
+
+
+def claims_key(claims: dict) -> tuple:
+    """The domain claims (domain_claims) as a comparable value."""
+    return tuple(sorted((host, tuple(c)) for host, c in claims.items()))
 
 
 # kopf's connections: its watches (Tenants, TenantBackups, TenantRestores, CRDs)
@@ -256,15 +261,14 @@ def observe(state: State, name: str, body, indexes: dict) -> tuple[dict, dict, t
     return live, claims, fingerprint(body, live, claims) + (tuple(runner_mod.job_essence(v) for v in drills),)
 
 
-def stamp(state: State, name: str, body, indexes: dict) -> tuple:
+def stamp(state: State, name: str, body, claims: dict) -> tuple:
     """What moves whenever an input of the tenant's pass may have moved: the
     Tenant's version, how often the watch cache woke the tenant (every change of
     the view of one of its objects or drill Jobs does) and its domain claims.
     Equal stamps mean equal inputs, for a few lookups instead of a fingerprint:
     the drift timer of a thousand quiet tenants checks only this."""
-    claims = domain_claims(body, indexes)
     return (body.get("metadata", {}).get("resourceVersion"), state.cache.changes.get((WAKES_TENANT, name), 0),
-            tuple(sorted((host, tuple(c)) for host, c in claims.items())))
+            claims_key(claims))
 
 
 def tenant_gone(state: State, name: str) -> bool:
@@ -309,7 +313,7 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped) -> None:
                 quiet_inputs, quiet_stamp, resync_at = None, None, 0.0
                 await state.await_ownership(body, trigger, stopped, state.cfg.drift_interval)
                 continue
-            now_stamp = stamp(state, name, body, indexes)
+            now_stamp = stamp(state, name, body, domain_claims(body, indexes))
             if loop.time() < resync_at and (now_stamp == quiet_stamp
                                             or observe(state, name, body, indexes)[-1] == quiet_inputs):
                 quiet_stamp = now_stamp   # moved and came back (or only its stamp moved): the same inputs
@@ -320,7 +324,7 @@ async def reconcile_loop(state: State, name: str, body: dict, stopped) -> None:
                 # Observed again: the wait for a slot may have been long, and the
                 # fingerprint must be that of what this pass reconciles.
                 live, claims, inputs = observe(state, name, body, indexes)
-                pass_stamp = stamp(state, name, body, indexes)
+                pass_stamp = stamp(state, name, body, claims)
                 if quiet_inputs is not None and log.isEnabledFor(logging.DEBUG):
                     log.debug("tenant %s: inputs moved: %s", name, changed_inputs(quiet_inputs, inputs))
                 snapshot = tenant_snapshot(body)
